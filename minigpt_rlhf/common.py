@@ -1,0 +1,137 @@
+"""Device, precision and process setup in one place, so that no training loop sprinkles them around.
+
+`compute_init` reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE: one process on the laptop, several
+under `torchrun --nproc_per_node=N` (gloo on CPU, NCCL on CUDA). Only rank 0 prints and writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    ddp: bool
+    rank: int
+    local_rank: int
+    world_size: int
+    dtype: torch.dtype  # autocast dtype for matmuls (float32 = no autocast)
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """bf16 autocast on GPUs that support it, fp16 otherwise (with a GradScaler), fp32 on CPU."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def compute_init(device: str = "auto", dtype: str = "auto", seed: int = 1337) -> Runtime:
+    ddp = int(os.environ.get("RANK", -1)) != -1 and int(os.environ.get("WORLD_SIZE", 1)) > 1
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    dev = pick_device(device)
+    if ddp:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere and newer
+        torch.backends.cudnn.allow_tf32 = True
+    set_seed(seed + rank)  # a different stream per rank: each rank samples its own data and rollouts
+    return Runtime(dev, ddp, rank, local_rank, world_size, pick_dtype(dev, dtype))
+
+
+def compute_cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def set_seed(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def print0(*args, **kwargs):
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def all_reduce_mean(x: float, runtime: Runtime) -> float:
+    """Mean of a scalar over all ranks (the value itself when not distributed)."""
+    if not runtime.ddp:
+        return float(x)
+    t = torch.tensor([float(x)], device=runtime.device)
+    dist.all_reduce(t)
+    return float(t) / runtime.world_size
+
+
+def cosine_lr(step: int, max_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float = 0.1) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio * lr (InstructGPT's SFT used cosine decay)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class JSONLLogger:
+    """Appends one JSON object per line; only rank 0 writes."""
+
+    def __init__(self, path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        if enabled:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            open(path, "w").close()
+
+    def log(self, **metrics):
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
