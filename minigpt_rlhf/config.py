@@ -25,7 +25,7 @@ def field_docs(cls) -> dict[str, str]:
     except (OSError, TypeError):
         return docs
     tokens = list(tokenize.generate_tokens(io.StringIO(src).readline))
-    for i, tok in enumerate(tokens):
+    for tok in tokens:
         if tok.type == tokenize.COMMENT:
             line = tok.line.strip()
             name = line.split(":", 1)[0].strip()
