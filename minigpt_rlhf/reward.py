@@ -1,0 +1,137 @@
+"""Step 2 pieces: comparison data, reading the reward at EOS, batches of whole prompts, normalisation.
+
+InstructGPT's labelers ranked K in [4, 9] responses per prompt; all C(K, 2) comparisons of a prompt go
+into one batch element, scored with K forward passes (Ouyang et al. 2022, sec. 3.5). Here the K
+responses of every prompt in a batch are scored in ONE forward pass of the reward model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import DataError, encode_prompt
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index (B,) of the last real token of each row, for left padding, right padding or both."""
+    T = attention_mask.size(1)
+    return T - 1 - attention_mask.flip(1).long().argmax(dim=1)
+
+
+def reward_at_eos(rm, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The reward of (prompt, response + EOS): the scalar at the response's last real token, its EOS,
+    located from the attention mask, never at position T-1 of a padded batch. (B,)"""
+    values = rm(tokens, attention_mask=attention_mask)  # (B, T)
+    return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Comparison files
+
+
+def read_comparisons(path: str | Path) -> list[dict]:
+    """K-wise {"prompt", "responses": [...], "ranking": [...] best first} or pairwise
+    {"prompt", "chosen", "rejected"} lines (a pairwise line is K = 2 with ranking [0, 1]).
+    Errors name the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"comparison file {path} not found")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+                raise DataError(f"{where}: expected an object with a non-empty string 'prompt'")
+            if "chosen" in obj or "rejected" in obj:
+                responses, ranking = [obj.get("chosen"), obj.get("rejected")], [0, 1]
+            elif "responses" in obj and "ranking" in obj:
+                responses, ranking = obj["responses"], obj["ranking"]
+            else:
+                raise DataError(f"{where}: expected 'responses' + 'ranking' (K-wise) or 'chosen' + 'rejected'")
+            if not isinstance(responses, list) or len(responses) < 2:
+                raise DataError(f"{where}: a comparison needs at least 2 responses")
+            if any(not isinstance(r, str) or not r.strip() for r in responses):
+                raise DataError(f"{where}: every response must be non-empty text")
+            if not isinstance(ranking, list) or any(type(i) is not int for i in ranking) \
+                    or sorted(ranking) != list(range(len(responses))):
+                raise DataError(f"{where}: 'ranking' must be a permutation of 0..{len(responses) - 1}, "
+                                f"got {ranking!r}")
+            rows.append({**obj, "responses": responses, "ranking": ranking, "_where": where})
+    if not rows:
+        raise DataError(f"{path}: no comparisons")
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict]):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batches of whole prompts
+
+
+def encode_responses(tok, prompt: str, responses: list[str]) -> list[list[int]]:
+    """prompt + response + EOS for each response: the reward is read at that EOS."""
+    p = encode_prompt(tok, prompt)
+    return [p + tok.encode(r) + [tok.eos_id] for r in responses]
+
+
+def collate_sequences(seqs: list[list[int]], pad_id: int, device=None):
+    """Right-pad sequences: tokens (N, T), attention_mask (N, T)."""
+    T = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def prompt_batches(n_prompts: int, prompts_per_batch: int, rng: np.random.Generator | None):
+    """Batches of WHOLE prompts: a prompt's C(K,2) pairs are never split across batches."""
+    order = rng.permutation(n_prompts) if rng is not None else np.arange(n_prompts)
+    return [order[i: i + prompts_per_batch].tolist() for i in range(0, n_prompts, prompts_per_batch)]
+
+
+def score_comparisons(rm, encoded: list[list[list[int]]], pad_id: int, device) -> torch.Tensor:
+    """Rewards of every response of several prompts from ONE forward pass; flat (sum K,) in the order
+    prompt 0's responses, prompt 1's, ..."""
+    seqs = [s for group in encoded for s in group]
+    tokens, mask = collate_sequences(seqs, pad_id, device)
+    return reward_at_eos(rm, tokens, mask)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Normalisation
+
+
+@torch.no_grad()
+def normalize_head(rm, reference_rewards: torch.Tensor, gain_rewards: torch.Tensor | None = None):
+    """Fold a gain and bias into the scalar head so that the RM's rewards on `reference_rewards`' inputs
+    (the SFT demonstrations) have mean 0, as in InstructGPT, and, if `gain_rewards` is given (RM rewards
+    of policy samples), unit standard deviation on those, as lm-human-preferences does so that PPO sees
+    unit-scale rewards. r' = gain * (r - mean_demo). Returns (gain, bias_shift, raw_std)."""
+    raw_std = float(gain_rewards.std()) if gain_rewards is not None else float(reference_rewards.std())
+    gain = 1.0 / max(raw_std, 1e-6) if gain_rewards is not None else 1.0
+    shift = float(reference_rewards.mean())
+    head = rm.lm_head
+    head.bias.sub_(shift)
+    head.weight.mul_(gain)
+    head.bias.mul_(gain)
+    return gain, shift, raw_std

@@ -1,0 +1,109 @@
+"""Step 3 rollouts: sample from the policy, then score every response token with the four models.
+
+Layout (see minigpt_rlhf/ppo.py): every per-token tensor is over RESPONSE positions only, (B, N);
+`response_mask` is 1 on real response tokens including EOS. The state before response token t is the
+sequence up to position P + t - 1, so the policy's logits and the value at that position belong to t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import ppo
+from .reward import last_token_index
+from .sampling import Samples, generate, token_logprobs
+
+
+@dataclass
+class Rollout:
+    tokens: torch.Tensor  # (B, P + N) left-padded prompt + right-padded response
+    attention_mask: torch.Tensor  # (B, P + N)
+    prompt_len: int  # P
+    response_mask: torch.Tensor  # (B, N) float
+    logprobs: torch.Tensor  # (B, N) policy log-probs at rollout time (the "old" policy)
+    ref_logprobs: torch.Tensor  # (B, N) reference (SFT) log-probs of the same tokens
+    values: torch.Tensor  # (B, N) value-function estimates V(s_t) at rollout time
+    scores: torch.Tensor  # (B,) RM score, or the no-EOS penalty
+    rm_scores: torch.Tensor  # (B,) raw RM score (also for responses without EOS), for logging
+    ended: torch.Tensor  # (B,) bool: emitted EOS
+    rewards: torch.Tensor | None = None  # (B, N) KL-shaped per-token rewards
+    kl: torch.Tensor | None = None  # (B, N) k1 per-token KL to the reference
+    advantages: torch.Tensor | None = None  # (B, N) whitened GAE advantages
+    returns: torch.Tensor | None = None  # (B, N) value targets
+
+    def index(self, idx):
+        """A minibatch: every tensor sliced along the batch dimension."""
+        out = {}
+        for k, v in self.__dict__.items():
+            out[k] = v[idx] if isinstance(v, torch.Tensor) else v
+        return Rollout(**out)
+
+
+def response_logits(model, tokens, attention_mask, prompt_len: int):
+    """Outputs at the positions that predict / evaluate the response tokens: (B, N, ...)."""
+    out = model(tokens, attention_mask=attention_mask)  # (B, P + N, V) or (B, P + N)
+    return out[:, prompt_len - 1: -1]
+
+
+def policy_logprobs(policy, tokens, attention_mask, prompt_len, temperature, banned_ids, return_logp=False):
+    """log pi(a_t | s_t) of the response tokens under the tempered distribution we sample from: (B, N).
+    With return_logp, also the full (B, N, V) log-distribution (for the entropy)."""
+    logits = response_logits(policy, tokens, attention_mask, prompt_len)  # (B, N, V)
+    logp = token_logprobs(logits, temperature, None, banned_ids)  # (B, N, V)
+    targets = tokens[:, prompt_len:]  # (B, N)
+    out = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, N)
+    out = out.masked_fill(attention_mask[:, prompt_len:] == 0, 0.0)
+    return (out, logp) if return_logp else out
+
+
+def value_estimates(value_model, tokens, attention_mask, prompt_len):
+    """V(s_t) for each response token t: the scalar head's output at the position before it. (B, N)"""
+    return response_logits(value_model, tokens, attention_mask, prompt_len).float()
+
+
+def entropy(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean entropy of (B, N, V) log-probabilities with -inf entries (banned or top-k'd ids)."""
+    finite = logp.clamp(min=-1e4)  # exp(-1e4) == 0: the same distribution, without 0 * -inf = nan
+    return ppo.entropy_from_logits(finite, mask)
+
+
+@torch.no_grad()
+def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, max_new_tokens: int,
+                 temperature: float, no_eos_penalty: float, banned_ids, minibatch_size: int,
+                 generator=None, autocast=None) -> Rollout:
+    """Sample responses from the policy and score them with the reference, reward and value models.
+
+    The old log-probs are recomputed with a full forward pass over the same contiguous minibatches the
+    first PPO epoch uses, so the probability ratio is exactly 1 on the first minibatch (RLHF_NOTES)."""
+    autocast = autocast or (lambda: torch.autocast("cpu", enabled=False))
+    with autocast():
+        s: Samples = generate(policy, prompts, max_new_tokens, tok.eos_id, tok.pad_id, temperature=temperature,
+                              n_vocab=tok.n_vocab, generator=generator)
+    tokens, mask, P = s.tokens, s.attention_mask, s.prompt_tokens.size(1)
+    logprobs, ref_logprobs, values, rm_scores = [], [], [], []
+    for i in range(0, tokens.size(0), minibatch_size):
+        t, m = tokens[i: i + minibatch_size], mask[i: i + minibatch_size]
+        with autocast():
+            logprobs.append(policy_logprobs(policy, t, m, P, temperature, banned_ids).float())
+            ref_logprobs.append(policy_logprobs(ref, t, m, P, temperature, banned_ids).float())
+            values.append(value_estimates(value_model, t, m, P))
+            all_scores = rm(t, attention_mask=m).float()  # (b, P + N)
+        rm_scores.append(all_scores.gather(1, last_token_index(m)[:, None]).squeeze(1))  # at EOS
+    rm_scores = torch.cat(rm_scores)
+    # a response cut off without EOS gets a fixed penalty instead of the RM score (lm-human-preferences)
+    scores = torch.where(s.ended, rm_scores, torch.full_like(rm_scores, no_eos_penalty))
+    return Rollout(tokens=tokens, attention_mask=mask, prompt_len=P, response_mask=s.response_mask.float(),
+                   logprobs=torch.cat(logprobs), ref_logprobs=torch.cat(ref_logprobs), values=torch.cat(values),
+                   scores=scores, rm_scores=rm_scores, ended=s.ended)
+
+
+@torch.no_grad()
+def compute_advantages(r: Rollout, kl_coef: float, gamma: float, lam: float, whiten: bool = True) -> Rollout:
+    """KL-shaped per-token rewards, GAE advantages and returns, advantages whitened over the valid tokens
+    of the whole batch (all ranks)."""
+    r.rewards, r.kl = ppo.kl_penalized_rewards(r.logprobs, r.ref_logprobs, r.scores, r.response_mask, kl_coef)
+    advantages, r.returns = ppo.gae(r.rewards, r.values, r.response_mask, gamma, lam)
+    r.advantages = ppo.masked_whiten(advantages, r.response_mask) if whiten else advantages
+    return r

@@ -1,0 +1,269 @@
+"""Step 1 of InstructGPT: supervised fine-tuning (SFT) on labeler demonstrations.
+
+    python train_sft.py                                   # laptop default: pretrain a base LM, then SFT
+    python train_sft.py --init_from=out/base/model.pt     # SFT from a saved base checkpoint
+    python train_sft.py --init_from=gpt2:/path/to/gpt2 --tokenizer=gpt2:/path/to/gpt2 --preset=gpu
+    torchrun --nproc_per_node=2 train_sft.py              # data-parallel (gloo on CPU, NCCL on GPU)
+
+InstructGPT starts from GPT-3. Our stand-in is a tiny GPT pretrained here on the world's corpus
+(data/corpus_train.txt), which is where the facts the knowledge questions ask about live. SFT then trains
+on prompt + demonstration with the next-token loss on the response tokens and EOS only.
+
+Departures from the paper (Ouyang et al. 2022, appendix C.1): the paper trains 16 epochs with residual
+dropout 0.2 and picks the final SFT model by reward-model score on a validation set; we train a fixed
+number of steps (a few epochs of our small data) and keep the last model, since the RM does not exist yet.
+Writes out/base/model.pt, out/sft/model.pt, out/sft/log.jsonl and out/sft/eval.json.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from minigpt_rlhf import world
+from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
+from minigpt_rlhf.common import (
+    JSONLLogger,
+    compute_cleanup,
+    compute_init,
+    cosine_lr,
+    print0,
+    set_lr,
+    write_json,
+)
+from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.data import SFTData, TokenStream, read_prompts, read_sft
+from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, sample_responses
+from minigpt_rlhf.losses import lm_loss, sft_loss
+from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
+from minigpt_rlhf.tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    out_dir: str = "out"  # output root: base/ and sft/ are written here
+    data_dir: str = "data"  # corpus_train.txt, corpus_val.txt, sft_train.jsonl, sft_val.jsonl, eval_prompts.jsonl
+    tokenizer: str = "default"  # "default" (data/tokenizer.bpe), a .bpe path, "gpt2" or "gpt2:/folder"
+    init_from: str = ""  # "" pretrains a base LM; else a base checkpoint .pt or "gpt2:/hf/folder"
+    # model (used when pretraining from scratch)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads
+    n_embd: int = 128  # model width
+    block_size: int = 128  # context length in tokens
+    # pretraining the base model
+    pretrain_steps: int = 700  # optimizer steps of next-token prediction on the corpus
+    pretrain_batch_size: int = 32  # sequences of block_size tokens per step
+    pretrain_lr: float = 2e-3  # peak learning rate for pretraining
+    # supervised fine-tuning
+    sft_steps: int = 300  # optimizer steps of SFT
+    batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 5e-4  # peak SFT learning rate
+    warmup_steps: int = 30  # linear warmup steps (both phases)
+    weight_decay: float = 0.1  # AdamW weight decay on 2-D weights only
+    dropout: float = 0.1  # residual dropout during SFT (the paper used 0.2)
+    grad_clip: float = 1.0  # clip the global gradient norm
+    eval_interval: int = 100  # steps between validation-loss evaluations
+    # evaluation at the end
+    eval_temperature: float = 1.0  # sampling temperature of the held-out evaluation
+    max_new_tokens: int = 48  # response length limit
+    max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
+    # system
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    compile: str = "auto"  # torch.compile the training forward: auto (on for CUDA) | True | False
+    seed: int = 1337  # random seed (rank r uses seed + r)
+
+
+PRESETS = {
+    "laptop": {},
+    "gpu": dict(n_layer=12, n_head=12, n_embd=768, block_size=256, pretrain_steps=3000,
+                pretrain_batch_size=64, pretrain_lr=6e-4, sft_steps=1000, batch_size=64, lr=1e-4,
+                dropout=0.2),
+    "tiny": dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=20, pretrain_batch_size=8, sft_steps=20,
+                 batch_size=8, warmup_steps=5, eval_interval=10, max_eval_prompts=16, max_new_tokens=16),
+}
+
+
+def maybe_compile(model, config, rt):
+    use = rt.device.type == "cuda" if config.compile == "auto" else config.compile.lower() == "true"
+    return torch.compile(model) if use else model
+
+
+def build_base_model(config: Config, tok, rt) -> GPT:
+    """The pretrained LM SFT starts from: a saved checkpoint, GPT-2 weights, or a fresh model to pretrain."""
+    if config.init_from.startswith("gpt2:"):
+        vocab = ((tok.n_vocab + 63) // 64) * 64  # pad to a multiple of 64 (nanoGPT: ~25% faster on GPU)
+        model = from_pretrained(config.init_from[len("gpt2:"):], vocab_size=vocab)
+        if tok.n_vocab > model.config.vocab_size or tok.name != "gpt2":
+            raise SystemExit(f"--init_from={config.init_from} needs the GPT-2 tokenizer: pass --tokenizer=gpt2 "
+                             f"or --tokenizer=gpt2:/folder (got {tok.name!r})")
+        return model
+    if config.init_from:
+        ckpt = load_checkpoint(config.init_from, "base checkpoint", "Omit --init_from to pretrain one.")
+        return model_from_checkpoint(ckpt, tok, where=config.init_from)
+    vocab = ((tok.n_vocab + 63) // 64) * 64
+    return GPT(GPTConfig(block_size=config.block_size, vocab_size=vocab, n_layer=config.n_layer,
+                         n_head=config.n_head, n_embd=config.n_embd, dropout=0.0))
+
+
+def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream):
+    """Next-token prediction on the corpus: the "GPT-3" of our world."""
+    optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
+                                          fused=rt.device.type == "cuda")
+    train_model = maybe_compile(model, config, rt)
+    rng = np.random.default_rng(config.seed + rt.rank)
+    B, T = config.pretrain_batch_size // rt.world_size, model.config.block_size
+    log = JSONLLogger(os.path.join(config.out_dir, "base", "log.jsonl"), rt.master)
+    bar = tqdm(range(config.pretrain_steps), desc="pretrain", disable=not rt.master)
+    for step in bar:
+        set_lr(optimizer, cosine_lr(step, config.pretrain_steps, config.pretrain_lr, config.warmup_steps))
+        x, y = corpus.batch(B, T, rng)
+        x, y = x.to(rt.device), y.to(rt.device)
+        with rt.autocast():
+            loss = lm_loss(train_model(x).float(), y)
+        check_finite(loss, step, "pretrain")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        log.log(step=step, loss=loss.item())
+    val_loss = corpus_loss(model, val, T, autocast=rt.autocast)
+    print0(f"base model: corpus validation loss {val_loss:.3f}")
+    if rt.master:
+        save_checkpoint(os.path.join(config.out_dir, "base", "model.pt"), model, tok, config,
+                        stage="base", step=config.pretrain_steps, val_loss=val_loss)
+    return model
+
+
+def check_finite(loss, step, stage):
+    if not torch.isfinite(loss):
+        raise SystemExit(f"{stage}: loss became {loss.item()} at step {step}; stopping (the last saved "
+                         f"checkpoint is left as it was). Try a lower learning rate.")
+
+
+@torch.no_grad()
+def sft_val_loss(model, data: SFTData, rt, batch_size=64) -> float:
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    for b in range(0, len(data), batch_size):
+        x, y, m = data.batch(range(b, min(b + batch_size, len(data))))
+        x, y, m = x.to(rt.device), y.to(rt.device), m.to(rt.device)
+        with rt.autocast():
+            logits = model(x)
+        total += float(sft_loss(logits.float(), y, m)) * float(m.sum())
+        count += float(m.sum())
+    model.train(was)
+    return total / count
+
+
+def main(config: Config) -> dict:
+    t0 = time.time()
+    rt = compute_init(config.device, config.dtype, config.seed)
+    tok = get_tokenizer(config.tokenizer)
+    d = config.data_dir
+    corpus = TokenStream(tok, os.path.join(d, "corpus_train.txt"))
+    corpus_val = TokenStream(tok, os.path.join(d, "corpus_val.txt"))
+    train_rows, val_rows = read_sft(os.path.join(d, "sft_train.jsonl")), read_sft(os.path.join(d, "sft_val.jsonl"))
+    eval_rows = read_prompts(os.path.join(d, "eval_prompts.jsonl"))
+    if config.max_eval_prompts:
+        eval_rows = eval_rows[: config.max_eval_prompts]
+
+    model = build_base_model(config, tok, rt).to(rt.device)
+    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
+           f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
+    if not config.init_from:
+        model = pretrain(model, config, tok, rt, corpus, corpus_val)
+
+    # ---- SFT ----
+    model.config.dropout = config.dropout
+    for m in model.modules():  # residual dropout for SFT (Ouyang et al. 2022, appendix C.1)
+        if isinstance(m, torch.nn.Dropout):
+            m.p = config.dropout
+        if hasattr(m, "dropout") and isinstance(m.dropout, float):
+            m.dropout = config.dropout
+    train = SFTData(tok, train_rows, model.config.block_size)
+    val = SFTData(tok, val_rows, model.config.block_size)
+    if train.skipped:
+        print0(f"skipped {train.skipped} demonstrations longer than the context ({model.config.block_size})")
+    optimizer = model.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
+    train_model = maybe_compile(model, config, rt)
+    if rt.ddp:
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model)
+    rng = np.random.default_rng(config.seed)  # the same permutation on every rank; each takes its shard
+    micro = config.batch_size // (config.grad_accum * rt.world_size)
+    order, pos = rng.permutation(len(train)), 0
+    log = JSONLLogger(os.path.join(config.out_dir, "sft", "log.jsonl"), rt.master)
+    model.train()
+    val_loss0 = sft_val_loss(model, val, rt)
+    print0(f"SFT: {len(train)} demonstrations, {config.sft_steps} steps of {config.batch_size} "
+           f"({config.sft_steps * config.batch_size / len(train):.1f} epochs); val loss before {val_loss0:.3f}")
+    bar = tqdm(range(config.sft_steps), desc="sft", disable=not rt.master)
+    val_loss = val_loss0
+    for step in bar:
+        set_lr(optimizer, cosine_lr(step, config.sft_steps, config.lr, config.warmup_steps))
+        for k in range(config.grad_accum):
+            if pos + config.batch_size // config.grad_accum > len(order):
+                order, pos = rng.permutation(len(train)), 0
+            chunk = order[pos: pos + config.batch_size // config.grad_accum]
+            pos += len(chunk)
+            x, y, m = train.batch(chunk[rt.rank * micro: (rt.rank + 1) * micro])
+            x, y, m = x.to(rt.device), y.to(rt.device), m.to(rt.device)
+            last = k == config.grad_accum - 1
+            if rt.ddp:  # all-reduce gradients only on the last micro-step
+                train_model.require_backward_grad_sync = last
+            with rt.autocast():
+                loss = sft_loss(train_model(x).float(), y, m) / config.grad_accum
+            check_finite(loss, step, "sft")
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        metrics = {"step": step, "loss": loss.item() * config.grad_accum}
+        if (step + 1) % config.eval_interval == 0 or step == config.sft_steps - 1:
+            val_loss = sft_val_loss(model, val, rt)
+            metrics["val_loss"] = val_loss
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", val=f"{val_loss:.3f}")
+        log.log(**metrics)
+    model.eval()
+    if rt.master:
+        save_checkpoint(os.path.join(config.out_dir, "sft", "model.pt"), model, tok, config,
+                        stage="sft", step=config.sft_steps, val_loss=val_loss)
+
+    # ---- evaluation by the gold labeler on held-out prompts ----
+    samples = sample_responses(unwrap(model), tok, eval_rows, config.max_new_tokens, config.eval_temperature,
+                               seed=config.seed)
+    report = gold_report(samples)
+    demo_scores = [world.gold_score(r["prompt"], r["response"]) for r in val_rows]
+    result = {
+        **report,
+        "sft_val_loss_before": val_loss0,
+        "sft_val_loss": val_loss,
+        "corpus_val_loss": corpus_loss(model, corpus_val, model.config.block_size, autocast=rt.autocast),
+        "demonstration_gold_score_mean": sum(demo_scores) / len(demo_scores),
+        "n_eval_prompts": len(samples),
+        "wall_time_s": time.time() - t0,
+        "config": asdict(config),
+    }
+    if rt.master:
+        rows = [[f, v] for f, v in report["gold_score_by_family"].items()]
+        rows += [["ALL", report["gold_score_mean"]], ["demonstrations (val)", result["demonstration_gold_score_mean"]]]
+        print(format_table(["family", "SFT gold score"], rows))
+        print(f"EOS rate {report['eos_rate']:.3f}; SFT val loss {val_loss0:.3f} -> {val_loss:.3f}; "
+              f"wall time {result['wall_time_s']:.0f}s")
+        for s in samples[:3]:
+            print(f"--- {s['prompt']}\n>>> {s['response']}")
+        write_json(os.path.join(config.out_dir, "sft", "eval.json"), result)
+    compute_cleanup()
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_config(Config, presets=PRESETS))
