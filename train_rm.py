@@ -37,8 +37,13 @@ from minigpt_rlhf.common import JSONLLogger, compute_cleanup, compute_init, cosi
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import read_prompts, read_sft
 from minigpt_rlhf.evaluate import format_table, sample_responses, spearman
-from minigpt_rlhf.labeler import calibrate_temperature, expected_agreement, measure_agreement, rank_responses
-from minigpt_rlhf.labeler import within_group_gaps
+from minigpt_rlhf.labeler import (
+    calibrate_temperature,
+    expected_agreement,
+    measure_agreement,
+    rank_responses,
+    within_group_gaps,
+)
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
 from minigpt_rlhf.model import swap_unembedding
 from minigpt_rlhf.reward import (
