@@ -257,7 +257,7 @@ def main(config: Config) -> dict:
         n_tokens = float(r.response_mask.sum())
         metrics = {
             "iteration": it,
-            "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float())) if r.ended.any() else float("nan"),
+            "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float())),  # nan if no response ended
             "score": float(r.scores.mean()),
             "gold_score": float(np.mean(gold)),  # logged only, never used for training
             "kl": float(seq_kl),

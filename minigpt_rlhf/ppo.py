@@ -1,0 +1,375 @@
+"""The PPO math of RLHF as plain functions over tensors.
+
+Everything here follows the per-token form of InstructGPT's RL step (Ouyang et al. 2022, sec. 3.5),
+which comes from Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences") and
+their code, openai/lm-human-preferences:
+
+    reward_t     = -kl_coef * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))  [+ RM score on the EOS token]
+    advantages   = GAE(rewards, values)                        (Schulman et al. 2016)
+    policy loss  = clipped surrogate objective                 (Schulman et al. 2017, eq. 7)
+    value loss   = clipped squared error                       (lm-human-preferences; Huang et al.,
+                                                                "The N Implementation Details of
+                                                                RLHF with PPO")
+
+Tensor layout (fixed by the rollout code): every (B, T) tensor is over RESPONSE positions only.
+    logprobs[b, t]       log pi(a_t | s_t) of response token t under the sampling distribution
+    response_mask[b, t]  1.0 for real response tokens INCLUDING the final EOS, 0.0 for padding
+    values[b, t]         V(s_t), the value before emitting token t
+    scores[b]            the reward model's score of sequence b
+
+Every mean is a masked mean over valid tokens: a mask that is accepted but ignored is the most
+common bug in small RLHF repos. Values at pad positions may be arbitrary (even inf/nan): they are
+selected away with torch.where before they are used, never multiplied by 0.
+
+Distributed statistics: masked_mean (dim=None), masked_var and masked_whiten all-reduce their sums
+and counts when torch.distributed is initialized (all_ranks=True, the default), so that e.g. the
+advantages are whitened over the whole data-parallel batch. all_reduce is not differentiable, so
+the losses below use local means (all_ranks=False) and DDP averages their gradients; asking for an
+all-ranks statistic of a tensor that requires grad raises instead of silently dropping gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------
+# masked statistics
+
+
+def _dist_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    # accumulate bf16/fp16 statistics in at least fp32
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _masked_moments(
+    x: torch.Tensor, mask: torch.Tensor, all_ranks: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum x, sum x^2, count) over entries where mask is 1, summed over all ranks if
+    all_ranks and torch.distributed is initialized. One all_reduce of a 3-vector."""
+    valid = mask.bool()
+    x = torch.where(valid, x, 0).to(_acc_dtype(x))
+    stats = torch.stack([x.sum(), (x * x).sum(), valid.sum().to(x.dtype)])  # (3,)
+    if all_ranks and _dist_active():
+        if stats.requires_grad:
+            raise RuntimeError(
+                "all_reduce would drop the gradient of this statistic; "
+                "pass all_ranks=False for a differentiable, rank-local value"
+            )
+        dist.all_reduce(stats, op=dist.ReduceOp.SUM)
+    return stats[0], stats[1], stats[2]
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """sum_t mask_t * x_t over `dim` (all dims if None). Rank-local, differentiable."""
+    x = torch.where(mask.bool(), x, 0)
+    return x.sum() if dim is None else x.sum(dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None, all_ranks: bool = True) -> torch.Tensor:
+    """sum(mask * x) / sum(mask).
+
+    dim=None: one scalar over every valid entry of the batch, over all ranks if all_ranks and
+    torch.distributed is initialized (then it is a collective: every rank must call it).
+    dim=d: per-slice means along d, always rank-local. A slice with no valid entry gives nan.
+    """
+    if dim is not None:
+        return masked_sum(x, mask, dim) / mask.bool().sum(dim)
+    s, _, n = _masked_moments(x, mask, all_ranks)
+    return (s / n).to(x.dtype)
+
+
+def _masked_mean_var(
+    x: torch.Tensor, mask: torch.Tensor, unbiased: bool, all_ranks: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    s, _, n = _masked_moments(x, mask, all_ranks)
+    mean = s / n
+    # two passes (centre, then square) instead of E[x^2] - E[x]^2, which cancels badly in fp32
+    _, ss, _ = _masked_moments(x - mean, mask, all_ranks)
+    var = ss / n
+    if unbiased:
+        var = var * n / (n - 1)
+    return mean, var
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = False, all_ranks: bool = True) -> torch.Tensor:
+    """Var[x] over valid entries: sum(mask * (x - mean)^2) / n, or / (n - 1) if unbiased.
+    Over all ranks if all_ranks and torch.distributed is initialized. Fewer than 1 (2 if
+    unbiased) valid entries gives nan/inf."""
+    return _masked_mean_var(x, mask, unbiased, all_ranks)[1].to(x.dtype)
+
+
+def masked_whiten(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    all_ranks: bool = True,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) with mean and (biased) var over the valid tokens of the whole
+    batch (all ranks if torch.distributed is initialized).
+
+    As lm-human-preferences' `whiten` (Ziegler et al. 2019): biased variance (tf.nn.moments), and
+    shift_mean=False adds the mean back, so only the scale changes (used for rewards).
+    Pads are 0 in the output and do not affect the statistics.
+    """
+    valid = mask.bool()
+    mean, var = _masked_mean_var(x, mask, unbiased=False, all_ranks=all_ranks)
+    whitened = (x - mean) * torch.rsqrt(var + eps)  # (B, T)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(valid, whitened, 0).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# rewards
+
+
+def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the last position with mask 1 in each row: the EOS token (or the final
+    token of a truncated response). Does not assume the mask is a prefix of ones.
+
+    A row with no valid token gives -1. Do not use that as an index directly (Python reads -1 as
+    the last position); kl_penalized_rewards gives such a row no score at all.
+    """
+    T = response_mask.shape[-1]
+    positions = torch.arange(T, device=response_mask.device).expand_as(response_mask)  # (B, T)
+    return torch.where(response_mask.bool(), positions, -1).max(dim=-1).values  # (B,)
+
+
+@torch.no_grad()
+def kl_penalized_rewards(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    scores: torch.Tensor,
+    response_mask: torch.Tensor,
+    kl_coef: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards of InstructGPT's objective (Ouyang et al. 2022, eq. 2, RL part), in the
+    per-token form of Ziegler et al. 2019:
+
+        kl_t = log pi(a_t|s_t) - log pi_ref(a_t|s_t)          (k1 estimate; 0 on pads)
+        r_t  = -kl_coef * kl_t + [t == last valid token] * score
+
+    The score goes on the EOS token itself, not on the token after it: placed one late (on the
+    first pad) it would reach EOS only through discounting, or not at all under the mask.
+    Returns (rewards, kl), both (B, T), detached.
+    """
+    valid = response_mask.bool()  # (B, T)
+    kl = torch.where(valid, logprobs - ref_logprobs, 0)  # (B, T)
+    rewards = -kl_coef * kl  # (B, T)
+    T = response_mask.shape[-1]
+    positions = torch.arange(T, device=response_mask.device)  # (T,)
+    is_last = (positions[None, :] == last_token_index(response_mask)[:, None]) & valid  # (B, T)
+    rewards = rewards + torch.where(is_last, scores.to(rewards.dtype)[:, None], 0)  # (B, T)
+    return rewards, kl
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref), for logging (Schulman, "Approximating KL
+    Divergence", 2020): with kl = log pi - log pi_ref and r = pi_ref / pi = exp(-kl),
+
+        k3 = (r - 1) - log r = exp(-kl) - 1 + kl  >= 0,   unbiased, lower variance than k1.
+
+    Not for the loss: its gradient is biased; the reward uses k1 (see RLHF_NOTES).
+    (B, T), 0 on pads.
+    """
+    kl = torch.where(mask.bool(), logprobs - ref_logprobs, 0)  # (B, T)
+    # expm1 keeps precision for small kl; clamp removes rounding below 0 (e^y >= 1 + y exactly)
+    return (torch.expm1(-kl) + kl).clamp_min(0)  # (B, T)
+
+
+# ----------------------------------------------------------------------------------------------------
+# advantages
+
+
+@torch.no_grad()
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized Advantage Estimation (Schulman et al. 2016, eq. 16), backwards over tokens:
+
+        delta_t = r_t + gamma * V_{t+1} - V_t
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        R_t     = A_t + V_t                      (the value function's regression target)
+
+    with V and A after the last valid token equal to 0 (the episode ends at EOS).
+    gamma = 1, lam = 0.95 as in lm-human-preferences (Ziegler et al. 2019).
+
+    The mask gates the recursion like CleanRL's `nextnonterminal`: a pad position carries
+    V = 0 and A = 0 to the token before it, so nothing at a pad (value, reward, even nan) reaches
+    a valid token. A 0 in the middle of a row therefore ends the episode for the tokens before it.
+    Returns (advantages, returns), both (B, T), 0 on pads, detached.
+    """
+    valid = response_mask.bool()  # (B, T)
+    rewards = torch.where(valid, rewards.detach(), 0)  # (B, T)
+    values = torch.where(valid, values.detach(), 0)  # (B, T)
+    B, T = rewards.shape
+    advantages = torch.zeros_like(rewards)  # (B, T)
+    lastgaelam = torch.zeros_like(rewards[:, 0])  # (B,) A_{t+1}
+    nextvalues = torch.zeros_like(rewards[:, 0])  # (B,) V_{t+1}
+    for t in reversed(range(T)):
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]  # (B,)
+        lastgaelam = torch.where(valid[:, t], delta + gamma * lam * lastgaelam, 0)  # (B,)
+        nextvalues = values[:, t]  # already 0 on pads
+        advantages[:, t] = lastgaelam
+    returns = torch.where(valid, advantages + values, 0)  # (B, T)
+    return advantages, returns
+
+
+# ----------------------------------------------------------------------------------------------------
+# losses
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise:
+
+        ratio    = exp(logprobs - old_logprobs)
+        pg_loss1 = -A * ratio
+        pg_loss2 = -A * clip(ratio, 1 - eps, 1 + eps)
+        loss     = masked_mean(max(pg_loss1, pg_loss2))
+
+    The max is the pessimistic bound: once the ratio has moved past 1 +/- eps in the direction
+    the advantage favours, the clipped term wins and that token's gradient is exactly 0.
+    Rank-local mean (DDP averages the gradients).
+
+    stats (detached 0-dim tensors, rank-local): clipfrac = fraction of valid tokens with
+    |ratio - 1| > eps; approx_kl = 0.5 * mean((logprobs - old_logprobs)^2), an estimate of
+    KL(old || new); ratio_mean. ratio should be exactly 1 on the first minibatch of the first
+    PPO epoch (RLHF_NOTES, pitfalls); approx_kl = 0 and clipfrac = 0 there.
+    """
+    valid = response_mask.bool()  # (B, T)
+    # select pads away BEFORE exp: exp(garbage) could be inf, and inf * 0 is nan in the backward
+    logratio = torch.where(valid, logprobs - old_logprobs, 0)  # (B, T)
+    advantages = torch.where(valid, advantages, 0)  # (B, T)
+    ratio = torch.exp(logratio)  # (B, T)
+    pg_loss1 = -advantages * ratio  # (B, T)
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # (B, T)
+    loss = masked_mean(torch.max(pg_loss1, pg_loss2), response_mask, all_ranks=False)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_eps).float(), response_mask, all_ranks=False),
+            "approx_kl": 0.5 * masked_mean(logratio.square(), response_mask, all_ranks=False),
+            "ratio_mean": masked_mean(ratio, response_mask, all_ranks=False),
+        }
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss of lm-human-preferences (Ziegler et al. 2019; Huang et al., "The N
+    Implementation Details of RLHF with PPO"):
+
+        v_clip = old_values + clip(values - old_values, -eps, eps)
+        loss   = 0.5 * masked_mean(max((values - R)^2, (v_clip - R)^2))
+
+    The max keeps the larger (more pessimistic) error per token, so the value head gets no
+    benefit from moving more than eps away from its rollout-time prediction. Rank-local mean.
+    stats: vf_clipfrac = fraction of valid tokens where the clipped error is the larger one.
+    """
+    valid = response_mask.bool()  # (B, T)
+    values = torch.where(valid, values, 0)  # (B, T)
+    old_values = torch.where(valid, old_values, 0)  # (B, T)
+    returns = torch.where(valid, returns, 0)  # (B, T)
+    v_clip = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)  # (B, T)
+    vf_loss1 = (values - returns).square()  # (B, T)
+    vf_loss2 = (v_clip - returns).square()  # (B, T)
+    loss = 0.5 * masked_mean(torch.max(vf_loss1, vf_loss2), response_mask, all_ranks=False)
+    with torch.no_grad():
+        vf_clipfrac = masked_mean((vf_loss2 > vf_loss1).float(), response_mask, all_ranks=False)
+    return loss, {"vf_clipfrac": vf_clipfrac.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# diagnostics
+
+
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over tokens of the policy's entropy H_t = -sum_v p_v log p_v, with
+    p = softmax(logits). logits (B, T, V) must be finite and should be the same (tempered)
+    logits the tokens were sampled from. Rank-local and differentiable (usable as a bonus)."""
+    logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    entropy = -(logp.exp() * logp).sum(dim=-1)  # (B, T)
+    return masked_mean(entropy, mask, all_ranks=False)
+
+
+@torch.no_grad()
+def explained_variance(
+    values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, all_ranks: bool = True
+) -> torch.Tensor:
+    """1 - Var[R - V] / Var[R] over valid tokens: 1 for a perfect value function, 0 for one
+    that predicts the mean return, negative for worse. nan if Var[R] = 0 (as CleanRL)."""
+    var_returns = masked_var(returns, mask, all_ranks=all_ranks)
+    var_residual = masked_var(returns - values, mask, all_ranks=all_ranks)
+    return torch.where(var_returns == 0, math.nan, 1.0 - var_residual / var_returns)
+
+
+# ----------------------------------------------------------------------------------------------------
+# KL coefficient controllers (Ziegler et al. 2019, sec. 2.2)
+
+
+class FixedKLController:
+    """A constant KL coefficient beta (InstructGPT: beta = 0.02, Ouyang et al. 2022, sec. 3.5)."""
+
+    def __init__(self, kl_coef: float):
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+class AdaptiveKLController:
+    """Proportional controller that steers KL(pi || pi_ref) towards `target` (Ziegler et al.
+    2019, eq. 2 and sec. 2.2):
+
+        e_t    = clip(KL_t / target - 1, -0.2, 0.2)
+        beta  <- beta * (1 + e_t * n_steps / horizon)
+
+    KL_t is the batch mean of the per-sequence SUM of kl_t (not a per-token mean); n_steps is the
+    number of episodes in the batch.
+    """
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: float):
+        self.value = float(init_kl_coef)
+        self.target = float(target)
+        self.horizon = float(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        proportional_error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + proportional_error * n_steps / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value, "target": self.target, "horizon": self.horizon}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+        self.target = float(state.get("target", self.target))
+        self.horizon = float(state.get("horizon", self.horizon))
