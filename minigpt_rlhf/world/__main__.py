@@ -1,0 +1,3 @@
+from minigpt_rlhf.world.build import main
+
+main()
