@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from minigpt_rlhf import ppo, world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from minigpt_rlhf.common import JSONLLogger, compute_cleanup, compute_init, print0, write_json
+from minigpt_rlhf.common import JSONLLogger, all_reduce_grads, compute_cleanup, compute_init, print0, write_json
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
@@ -133,43 +133,51 @@ def no_dropout(model):
     return model.eval()
 
 
+def minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch=None):
+    """loss = policy loss + vf_coef * value loss + ptx_coef * pretraining next-token loss (PPO-ptx,
+    Ouyang et al. 2022, eq. 2). ptx_batch: (x, y) corpus windows, needed only when ptx_coef > 0."""
+    with rt.autocast():
+        logprobs, logp = policy_logprobs(policy, mb.tokens, mb.attention_mask, mb.prompt_len,
+                                         config.temperature, banned, return_logp=True)
+        values = value_estimates(value_model, mb.tokens, mb.attention_mask, mb.prompt_len)
+    pg_loss, pg_stats = ppo.policy_loss(logprobs.float(), mb.logprobs, mb.advantages, mb.response_mask,
+                                        config.clip_eps)
+    vf_loss, vf_stats = ppo.value_loss(values, mb.values, mb.returns, mb.response_mask, config.vf_clip_eps)
+    loss = pg_loss + config.vf_coef * vf_loss
+    ptx = torch.zeros((), device=loss.device)
+    if ptx_coef > 0:
+        x, y = ptx_batch
+        with rt.autocast():
+            ptx = lm_loss(policy(x.to(rt.device)).float(), y.to(rt.device))
+        loss = loss + ptx_coef * ptx
+    stats = {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "ptx_loss": float(ptx.detach()),
+             "entropy": float(entropy(logp.detach().float(), mb.response_mask)),
+             **{k: float(v) for k, v in {**pg_stats, **vf_stats}.items()}}
+    return loss, stats
+
+
 def ppo_update(policy, value_model, optimizer, r, config, banned, corpus, rng, rt, ptx_coef):
     """ppo_epochs passes over the rollout batch in minibatches. The first epoch walks the minibatches in
-    order (the ratio is exactly 1 on the first one); later epochs shuffle."""
+    order, as make_rollout scored them, so the ratio is exactly 1 on the first one; later epochs shuffle."""
     B = r.tokens.size(0)
+    params = list(policy.parameters()) + list(value_model.parameters())
     stats = []
     for epoch in range(config.ppo_epochs):
         order = torch.arange(B) if epoch == 0 else torch.from_numpy(rng.permutation(B))
         for i in range(0, B, config.minibatch_size):
             mb = r.index(order[i: i + config.minibatch_size].to(r.tokens.device))
-            with rt.autocast():
-                logprobs, logp = policy_logprobs(policy, mb.tokens, mb.attention_mask, mb.prompt_len,
-                                                 config.temperature, banned, return_logp=True)
-                values = value_estimates(value_model, mb.tokens, mb.attention_mask, mb.prompt_len)
-            logprobs = logprobs.float()
-            pg_loss, pg_stats = ppo.policy_loss(logprobs, mb.logprobs, mb.advantages, mb.response_mask,
-                                                config.clip_eps)
-            vf_loss, vf_stats = ppo.value_loss(values, mb.values, mb.returns, mb.response_mask, config.vf_clip_eps)
-            loss = pg_loss + config.vf_coef * vf_loss
-            ptx = torch.zeros(())
-            if ptx_coef > 0:  # PPO-ptx: keep the pretraining next-token loss low (Ouyang et al. 2022, eq. 2)
-                x, y = corpus.batch(config.ptx_batch_size, policy.config.block_size, rng)
-                with rt.autocast():
-                    ptx = lm_loss(policy(x.to(rt.device)).float(), y.to(rt.device))
-                loss = loss + ptx_coef * ptx
+            ptx_batch = corpus.batch(config.ptx_batch_size, policy.config.block_size, rng) if ptx_coef > 0 else None
+            loss, mb_stats = minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch)
             if not torch.isfinite(loss):
                 raise SystemExit(f"ppo: loss became {loss.item()}; stopping (the last checkpoint is intact)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(policy.parameters()) + list(value_model.parameters()),
-                                           config.grad_clip)
+            all_reduce_grads(params, rt)  # each rank sampled its own rollouts; average their gradients
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
-            stats.append({"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "ptx_loss": float(ptx),
-                          "entropy": float(entropy(logp.detach().float(), mb.response_mask)),
-                          **{k: float(v) for k, v in {**pg_stats, **vf_stats}.items()}})
-    first = stats[0]
+            stats.append(mb_stats)
     out = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
-    out["first_ratio_mean"], out["first_approx_kl"] = first["ratio_mean"], first["approx_kl"]
+    out["first_ratio_mean"], out["first_approx_kl"] = stats[0]["ratio_mean"], stats[0]["approx_kl"]
     return out
 
 
@@ -261,7 +269,8 @@ def main(config: Config) -> dict:
             "score": float(r.scores.mean()),
             "gold_score": float(np.mean(gold)),  # logged only, never used for training
             "kl": float(seq_kl),
-            "kl_k3": float(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1).mean()),
+            "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1),
+                                           torch.ones_like(r.scores))),
             "kl_coef": kl_ctl.value,
             "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask)),
             "response_len": n_tokens / r.tokens.size(0),

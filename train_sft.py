@@ -117,7 +117,9 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
     optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
                                           fused=rt.device.type == "cuda")
     train_model = maybe_compile(model, config, rt)
-    rng = np.random.default_rng(config.seed + rt.rank)
+    if rt.ddp:
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model)
+    rng = np.random.default_rng(config.seed + rt.rank)  # each rank draws its own windows
     B, T = config.pretrain_batch_size // rt.world_size, model.config.block_size
     log = JSONLLogger(os.path.join(config.out_dir, "base", "log.jsonl"), rt.master)
     bar = tqdm(range(config.pretrain_steps), desc="pretrain", disable=not rt.master)

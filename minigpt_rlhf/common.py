@@ -135,3 +135,14 @@ def write_json(path, obj):
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
     os.replace(tmp, path)
+
+
+def all_reduce_grads(params, runtime: Runtime):
+    """Average gradients over ranks by hand. PPO runs several forward passes (policy, value, ptx) before one
+    backward, which DDP's bucketed hooks do not expect; one explicit all-reduce per step is simpler."""
+    if not runtime.ddp:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(runtime.world_size)

@@ -14,12 +14,7 @@ import numpy as np
 import torch
 
 from .data import DataError, encode_prompt
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index (B,) of the last real token of each row, for left padding, right padding or both."""
-    T = attention_mask.size(1)
-    return T - 1 - attention_mask.flip(1).long().argmax(dim=1)
+from .ppo import last_token_index
 
 
 def reward_at_eos(rm, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 
 from . import ppo
-from .reward import last_token_index
 from .sampling import Samples, generate, token_logprobs
 
 
@@ -90,7 +89,7 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
             ref_logprobs.append(policy_logprobs(ref, t, m, P, temperature, banned_ids).float())
             values.append(value_estimates(value_model, t, m, P))
             all_scores = rm(t, attention_mask=m).float()  # (b, P + N)
-        rm_scores.append(all_scores.gather(1, last_token_index(m)[:, None]).squeeze(1))  # at EOS
+        rm_scores.append(all_scores.gather(1, ppo.last_token_index(m)[:, None]).squeeze(1))  # at EOS
     rm_scores = torch.cat(rm_scores)
     # a response cut off without EOS gets a fixed penalty instead of the RM score (lm-human-preferences)
     scores = torch.where(s.ended, rm_scores, torch.full_like(rm_scores, no_eos_penalty))

@@ -132,17 +132,3 @@ def generate(
         raise ValueError("pad_id must differ from eos_id")
     model.train(was_training)
     return Samples(prompt_tokens, prompt_mask, response, response_mask, logprobs, ended)
-
-
-def sequence_logprobs(model: GPT, samples_tokens, attention_mask, prompt_len: int, temperature: float = 1.0,
-                      banned_ids=None, return_logits: bool = False):
-    """Log-probabilities (B, N) of the response tokens (positions prompt_len..) of a left-padded
-    prompt + right-padded response batch, from one full forward pass, under the same tempered
-    distribution that `generate` sampled from."""
-    logits = model(samples_tokens, attention_mask=attention_mask)  # (B, P + N, V)
-    logits = logits[:, prompt_len - 1: -1]  # (B, N, V): position t predicts token t + 1
-    logp = token_logprobs(logits, temperature, None, banned_ids)  # (B, N, V)
-    targets = samples_tokens[:, prompt_len:]  # (B, N)
-    out = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, N)
-    out = out.masked_fill(attention_mask[:, prompt_len:] == 0, 0.0)
-    return (out, logits) if return_logits else out

@@ -3,7 +3,8 @@
 import torch
 
 from minigpt_rlhf.model import GPT, GPTConfig
-from minigpt_rlhf.sampling import generate, sequence_logprobs, token_logprobs
+from minigpt_rlhf.rollout import policy_logprobs
+from minigpt_rlhf.sampling import generate, token_logprobs
 
 V, EOS, PAD = 40, 38, 39
 
@@ -109,7 +110,7 @@ def test_returned_logprobs_equal_a_fresh_full_forward_at_the_sampling_temperatur
         if top_k is None:
             banned = torch.tensor([PAD])
             with torch.no_grad():
-                rescored = sequence_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1),
+                rescored = policy_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1),
                                              temperature, banned)
             torch.testing.assert_close(rescored, s.logprobs, atol=1e-5, rtol=0)
 

@@ -1,0 +1,116 @@
+"""The PPO loop end to end on tiny models: ratio exactly 1, the no-EOS penalty, PPO-ptx, and learning."""
+
+import numpy as np
+import pytest
+import torch
+
+import train_ppo
+from minigpt_rlhf.common import compute_init
+from minigpt_rlhf.losses import lm_loss
+from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
+from minigpt_rlhf.rollout import compute_advantages, make_rollout
+from minigpt_rlhf.sampling import banned_token_ids
+
+V, EOS, PAD, X = 24, 22, 23, 5  # X: the token the toy reward counts
+
+
+class Tok:
+    eos_id, pad_id, n_vocab = EOS, PAD, V
+
+
+class CountX(torch.nn.Module):
+    """A stand-in reward model: the score at position t is the number of X tokens up to t, so the score
+    read at EOS is the number of X tokens in the response (prompts contain none)."""
+
+    def forward(self, tokens, attention_mask=None):
+        return ((tokens == X) & (attention_mask == 1)).float().cumsum(1)  # (B, T)
+
+
+def models(seed=0):
+    torch.manual_seed(seed)
+    policy = GPT(GPTConfig(block_size=48, vocab_size=V, n_layer=1, n_head=2, n_embd=32)).eval()
+    ref = GPT(GPTConfig(**policy.config.__dict__)).eval()
+    ref.load_state_dict(policy.state_dict())
+    value = swap_unembedding(policy).eval()
+    return policy, ref, value
+
+
+def config(**kw):
+    c = train_ppo.Config(ppo_epochs=2, minibatch_size=4, lr=3e-3, max_new_tokens=8, ptx_coef=0.0, kl_coef=0.01)
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+PROMPTS = [[1, 2, 3], [4, 6], [7, 8, 9, 10], [11]] * 4
+
+
+def rollout(policy, ref, value, cfg, seed=0, rm=None):
+    banned = banned_token_ids(V, V, PAD)
+    return make_rollout(policy, ref, rm or CountX(), value, PROMPTS, Tok, cfg.max_new_tokens, cfg.temperature,
+                        cfg.no_eos_penalty, banned, cfg.minibatch_size, torch.Generator().manual_seed(seed))
+
+
+def test_ratio_is_exactly_one_on_the_first_minibatch_of_the_first_epoch():
+    policy, ref, value = models()
+    cfg = config()
+    r = compute_advantages(rollout(policy, ref, value, cfg), 0.01, 1.0, 0.95)
+    rt = compute_init("cpu", "float32")
+    banned = banned_token_ids(V, V, PAD)
+    mb = r.index(torch.arange(cfg.minibatch_size))
+    _, stats = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=0.0)
+    assert stats["ratio_mean"] == 1.0 and stats["approx_kl"] == 0.0 and stats["clipfrac"] == 0.0
+    # and the reference equals the policy before any update: KL exactly 0
+    assert torch.equal(r.logprobs, r.ref_logprobs)
+
+
+def test_response_without_eos_gets_the_fixed_penalty_instead_of_the_score():
+    policy, ref, value = models()
+    with torch.no_grad():  # make EOS impossible to reach: a huge negative logit via its embedding row
+        policy.transformer.wte.weight[EOS] = -policy.transformer.wte.weight.sum(0)
+    cfg = config(no_eos_penalty=-7.5)
+    r = rollout(policy, ref, value, cfg)
+    expected = torch.where(r.ended, r.rm_scores, torch.full_like(r.rm_scores, -7.5))
+    assert torch.equal(r.scores, expected)
+    assert (~r.ended).any()
+    # an ended response keeps its RM score: the number of X tokens in it, counted by hand
+    for i in torch.nonzero(r.ended).flatten().tolist():
+        resp = r.tokens[i, r.prompt_len:][r.response_mask[i].bool()].tolist()
+        assert r.scores[i] == resp.count(X)
+
+
+def test_ptx_term_enters_with_its_coefficient_and_zero_removes_it():
+    policy, ref, value = models()
+    cfg = config()
+    r = compute_advantages(rollout(policy, ref, value, cfg), 0.01, 1.0, 0.95)
+    rt = compute_init("cpu", "float32")
+    banned = banned_token_ids(V, V, PAD)
+    mb = r.index(torch.arange(4))
+    x = torch.randint(0, 20, (3, 16))
+    y = torch.randint(0, 20, (3, 16))
+    base, _ = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=0.0, ptx_batch=(x, y))
+    with_ptx, stats = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=2.5, ptx_batch=(x, y))
+    expected_ptx = torch.nn.functional.cross_entropy(policy(x).reshape(-1, V), y.reshape(-1))
+    torch.testing.assert_close(with_ptx - base, 2.5 * expected_ptx)
+    assert stats["ptx_loss"] == pytest.approx(float(lm_loss(policy(x), y)))
+    # ptx_coef = 0 never touches the corpus batch
+    loss0, stats0 = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=0.0, ptx_batch=None)
+    torch.testing.assert_close(loss0, base)
+    assert stats0["ptx_loss"] == 0.0
+
+
+def test_tiny_ppo_run_raises_a_trivially_learnable_reward():
+    policy, ref, value = models(seed=1)
+    cfg = config(lr=1e-2, ppo_epochs=4, kl_coef=0.0)
+    rt = compute_init("cpu", "float32")
+    banned = banned_token_ids(V, V, PAD)
+    opt = torch.optim.AdamW(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr)
+    rng = np.random.default_rng(0)
+    means = []
+    for it in range(8):
+        r = compute_advantages(rollout(policy, ref, value, cfg, seed=it), cfg.kl_coef, 1.0, 0.95)
+        means.append(float(r.rm_scores.mean()))
+        train_ppo.ppo_update(policy, value, opt, r, cfg, banned, None, rng, rt, ptx_coef=0.0)
+    final = float(rollout(policy, ref, value, cfg, seed=99).rm_scores.mean())
+    assert final > means[0] + 1.0, (means, final)
+
