@@ -50,14 +50,14 @@ class Config:
     tokenizer: str = "default"  # must match the checkpoints' tokenizer
     upstream_preset: str = "laptop"  # preset for train_sft.py / train_rm.py if their checkpoints are missing
     # rollouts
-    iterations: int = 40  # PPO iterations (rollout batch + update)
+    iterations: int = 30  # PPO iterations (rollout batch + update)
     rollout_batch_size: int = 64  # prompts sampled per iteration (over all ranks)
     max_new_tokens: int = 48  # response length limit
     max_prompt_len: int = 64  # longer prompts are skipped (and counted)
-    temperature: float = 1.0  # sampling temperature of rollouts (and the distribution that is scored)
+    temperature: float = 0.7  # sampling temperature of rollouts (and the distribution that is scored)
     no_eos_penalty: float = -2.0  # score of a response that does not emit EOS, instead of the RM score
     # rewards and advantages
-    kl_coef: float = 0.05  # beta: initial KL penalty coefficient (paper: 0.02)
+    kl_coef: float = 0.1  # beta: initial KL penalty coefficient (paper: 0.02)
     kl_target: float = 0.0  # > 0 turns on the adaptive KL controller (Ziegler et al.) with this target
     kl_horizon: int = 10000  # horizon of the adaptive KL controller, in episodes
     gamma: float = 1.0  # discount
@@ -65,7 +65,7 @@ class Config:
     # update
     ppo_epochs: int = 4  # passes over each rollout batch
     minibatch_size: int = 16  # rollouts per gradient step
-    lr: float = 2e-5  # AdamW learning rate (policy and value)
+    lr: float = 1e-5  # AdamW learning rate (policy and value)
     adam_eps: float = 1e-8  # AdamW epsilon (changes early approx-KL, see RLHF_NOTES)
     clip_eps: float = 0.2  # PPO ratio clipping
     vf_clip_eps: float = 0.2  # value clipping
@@ -75,7 +75,7 @@ class Config:
     ptx_batch_size: int = 8  # corpus windows of block_size tokens per update step
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
-    eval_temperature: float = 1.0  # temperature of the final SFT-vs-PPO comparison
+    eval_temperature: float = 0.7  # temperature of the final SFT-vs-PPO comparison
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
@@ -301,7 +301,7 @@ def main(config: Config) -> dict:
     eval_rows = read_prompts(os.path.join(config.data_dir, "eval_prompts.jsonl"))
     eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
     if config.max_eval_prompts:
-        eval_rows = eval_rows[: config.max_eval_prompts]
+        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
     sft_samples = sample_responses(ref, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1)
     ppo_samples = sample_responses(policy, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1)
     sft_gold, ppo_gold = gold_scores(sft_samples), gold_scores(ppo_samples)

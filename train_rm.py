@@ -15,8 +15,8 @@
 4. Normalise: a bias so the SFT demonstrations get mean reward 0 (the paper), and a gain so SFT samples
    have unit reward std (lm-human-preferences), folded into the head.
 
-Departure from the paper: responses that did not emit EOS within max_new_tokens are dropped before
-labelling; PPO gives such responses a fixed penalty instead of an RM score, so the RM never scores them.
+Responses that did not emit EOS within max_new_tokens are ranked as they are (the labeler sees them cut
+off); the RM input always ends with EOS. In PPO such responses get a fixed penalty instead of an RM score.
 """
 
 from __future__ import annotations
@@ -65,16 +65,16 @@ class Config:
     sft_checkpoint: str = ""  # default: {out_dir}/sft/model.pt
     comparisons: str = ""  # a comparisons JSONL to train on; default: {out_dir}/rm/comparisons.jsonl
     relabel: bool = False  # sample and rank new comparisons even if the file exists
-    max_prompts: int = 600  # RM prompts to collect comparisons for (0 = all)
+    max_prompts: int = 0  # RM prompts to collect comparisons for (0 = all)
     k_min: int = 4  # fewest responses ranked per prompt (paper: 4)
     k_max: int = 9  # most responses ranked per prompt (paper: 9)
-    sample_temperature: float = 1.0  # temperature of the SFT samples that get ranked
+    sample_temperature: float = 0.7  # temperature of the SFT samples that get ranked
     max_new_tokens: int = 48  # response length limit when sampling
     target_agreement: float = 0.726  # inter-labeler agreement the labeler noise is calibrated to
     val_fraction: float = 0.15  # share of prompts held out for evaluation
     epochs: int = 1  # passes over the comparisons (paper: 1; more overfits)
-    prompts_per_batch: int = 8  # whole prompts per optimizer step
-    lr: float = 1e-4  # peak learning rate
+    prompts_per_batch: int = 4  # whole prompts per optimizer step
+    lr: float = 3e-4  # peak learning rate
     warmup_steps: int = 10  # linear warmup steps
     weight_decay: float = 0.0  # AdamW weight decay on 2-D weights
     grad_clip: float = 1.0  # clip the global gradient norm
@@ -101,21 +101,26 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
                                seed=config.seed)
     groups, start = [], 0
     for row, k in zip(rows, ks):
-        group = [s for s in samples[start: start + k] if s["ended"] and s["response"].strip()]
+        # responses cut off without EOS stay in (the labeler sees them cut off); empty ones are dropped
+        group = [s for s in samples[start: start + k] if s["response"].strip()]
         start += k
         if len(group) >= 2:
-            gold = [world.gold_score(row["prompt"], s["response"]) for s in group]
-            groups.append((row, [s["response"] for s in group], gold))
+            gold = [world.gold_score(row["prompt"], s["response"], eos=s["ended"]) for s in group]
+            groups.append((row, group, gold))
+    if not groups:
+        raise SystemExit("the SFT model produced fewer than 2 non-empty responses for every RM prompt; "
+                         "train SFT longer or raise max_new_tokens")
     # the labeler's noise is set so that two independent labelers agree on target_agreement of the pairs
     temperature = calibrate_temperature([g for _, _, g in groups], config.target_agreement)
     comparisons = []
-    for row, responses, gold in groups:
+    for row, group, gold in groups:
         ranking = rank_responses(gold, temperature, rng)
-        comparisons.append({"prompt": row["prompt"], "family": row.get("family", ""), "responses": responses,
+        comparisons.append({"prompt": row["prompt"], "family": row.get("family", ""),
+                            "responses": [s["response"] for s in group], "ended": [s["ended"] for s in group],
                             "ranking": [int(i) for i in ranking]})
     print0(f"collected {len(comparisons)} prompts with {sum(len(c['responses']) for c in comparisons)} "
-           f"responses ({len(samples) - sum(len(c['responses']) for c in comparisons)} dropped: no EOS or "
-           f"empty); labeler temperature {temperature:.4f}")
+           f"responses ({len(samples) - sum(len(c['responses']) for c in comparisons)} dropped: empty); "
+           f"{sum(not e for c in comparisons for e in c['ended'])} without EOS; labeler temperature {temperature:.4f}")
     return comparisons, temperature
 
 
@@ -146,11 +151,17 @@ def rm_rewards(rm, tok, comparisons, rt, batch=16) -> list[list[float]]:
     return out
 
 
+def gold_of(c: dict) -> list[float]:
+    """Gold scores of a comparison's responses (for evaluation only; training never reads them)."""
+    ended = c.get("ended") or [True] * len(c["responses"])
+    return [world.gold_score(c["prompt"], r, eos=e) for r, e in zip(c["responses"], ended)]
+
+
 def evaluate(rm, tok, val, temperature, rt, rng) -> dict:
     """Held-out pairwise accuracy vs the noisy labels and vs the noiseless gold order, the measured
     agreement of two simulated labelers (the ceiling), Spearman of RM reward vs gold, per family."""
     rewards = rm_rewards(rm, tok, val, rt)
-    golds = [[world.gold_score(c["prompt"], r) for r in c["responses"]] for c in val]
+    golds = [gold_of(c) for c in val]
     lab = [0, 0]
     gold_acc = [0, 0]
     fam = defaultdict(lambda: [0, 0])
@@ -200,8 +211,8 @@ def main(config: Config) -> dict:
         print0(f"using {len(comparisons)} comparisons from {cmp_path} (--relabel=True to collect anew)")
     else:
         rows = read_prompts(os.path.join(config.data_dir, "rm_prompts.jsonl"))
-        if config.max_prompts:
-            rows = rows[: config.max_prompts]
+        if config.max_prompts:  # a random subset: the file is ordered by task family
+            rows = [rows[i] for i in sorted(rng.permutation(len(rows))[: config.max_prompts])]
         comparisons, temperature = collect_comparisons(sft, tok, rows, config, rt, rng)
         if rt.master:
             write_jsonl(cmp_path, comparisons)
@@ -261,8 +272,7 @@ def main(config: Config) -> dict:
 
     # ---- evaluation on held-out prompts ----
     if temperature is None:  # user-supplied comparisons: measure what the simulated labeler would give
-        temperature = calibrate_temperature([[world.gold_score(c["prompt"], r) for r in c["responses"]]
-                                             for c in val], config.target_agreement)
+        temperature = calibrate_temperature([gold_of(c) for c in val], config.target_agreement)
     result = evaluate(rm, tok, val, temperature, rt, np.random.default_rng(config.seed + 1))
     result.update(labeler_temperature=temperature, n_train_prompts=len(train),
                   n_train_pairs=sum(len(c["responses"]) * (len(c["responses"]) - 1) // 2 for c in train),

@@ -56,21 +56,21 @@ class Config:
     n_embd: int = 128  # model width
     block_size: int = 128  # context length in tokens
     # pretraining the base model
-    pretrain_steps: int = 700  # optimizer steps of next-token prediction on the corpus
-    pretrain_batch_size: int = 32  # sequences of block_size tokens per step
+    pretrain_steps: int = 600  # optimizer steps of next-token prediction on the corpus
+    pretrain_batch_size: int = 16  # sequences of block_size tokens per step
     pretrain_lr: float = 2e-3  # peak learning rate for pretraining
     # supervised fine-tuning
-    sft_steps: int = 300  # optimizer steps of SFT
+    sft_steps: int = 600  # optimizer steps of SFT
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
     grad_accum: int = 1  # micro-steps per optimizer step
-    lr: float = 5e-4  # peak SFT learning rate
+    lr: float = 1e-3  # peak SFT learning rate
     warmup_steps: int = 30  # linear warmup steps (both phases)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights only
     dropout: float = 0.1  # residual dropout during SFT (the paper used 0.2)
     grad_clip: float = 1.0  # clip the global gradient norm
     eval_interval: int = 100  # steps between validation-loss evaluations
     # evaluation at the end
-    eval_temperature: float = 1.0  # sampling temperature of the held-out evaluation
+    eval_temperature: float = 0.7  # sampling temperature of the held-out evaluation
     max_new_tokens: int = 48  # response length limit
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     # system
@@ -176,7 +176,7 @@ def main(config: Config) -> dict:
     train_rows, val_rows = read_sft(os.path.join(d, "sft_train.jsonl")), read_sft(os.path.join(d, "sft_val.jsonl"))
     eval_rows = read_prompts(os.path.join(d, "eval_prompts.jsonl"))
     if config.max_eval_prompts:
-        eval_rows = eval_rows[: config.max_eval_prompts]
+        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
 
     model = build_base_model(config, tok, rt).to(rt.device)
     print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
