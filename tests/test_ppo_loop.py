@@ -36,7 +36,8 @@ def models(seed=0):
 
 
 def config(**kw):
-    c = train_ppo.Config(ppo_epochs=2, minibatch_size=4, lr=3e-3, max_new_tokens=8, ptx_coef=0.0, kl_coef=0.01)
+    c = train_ppo.Config(ppo_epochs=2, minibatch_size=4, lr=3e-3, max_new_tokens=8, ptx_coef=0.0, kl_coef=0.01,
+                         temperature=1.0)
     for k, v in kw.items():
         setattr(c, k, v)
     return c
