@@ -50,7 +50,7 @@ class Config:
     tokenizer: str = "default"  # must match the checkpoints' tokenizer
     upstream_preset: str = "laptop"  # preset for train_sft.py / train_rm.py if their checkpoints are missing
     # rollouts
-    iterations: int = 30  # PPO iterations (rollout batch + update)
+    iterations: int = 35  # PPO iterations (rollout batch + update)
     rollout_batch_size: int = 64  # prompts sampled per iteration (over all ranks)
     max_new_tokens: int = 48  # response length limit
     max_prompt_len: int = 64  # longer prompts are skipped (and counted)
@@ -65,7 +65,7 @@ class Config:
     # update
     ppo_epochs: int = 4  # passes over each rollout batch
     minibatch_size: int = 16  # rollouts per gradient step
-    lr: float = 1e-5  # AdamW learning rate (policy and value)
+    lr: float = 2e-5  # AdamW learning rate (policy and value)
     adam_eps: float = 1e-8  # AdamW epsilon (changes early approx-KL, see RLHF_NOTES)
     clip_eps: float = 0.2  # PPO ratio clipping
     vf_clip_eps: float = 0.2  # value clipping

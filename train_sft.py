@@ -56,7 +56,7 @@ class Config:
     n_embd: int = 128  # model width
     block_size: int = 128  # context length in tokens
     # pretraining the base model
-    pretrain_steps: int = 600  # optimizer steps of next-token prediction on the corpus
+    pretrain_steps: int = 500  # optimizer steps of next-token prediction on the corpus
     pretrain_batch_size: int = 16  # sequences of block_size tokens per step
     pretrain_lr: float = 2e-3  # peak learning rate for pretraining
     # supervised fine-tuning
