@@ -207,16 +207,14 @@ class GPT(nn.Module):
         (B, T) scalars for a "scalar" head."""
         B, T = idx.size()
         past = kv_cache.pos if kv_cache is not None else 0
+        if past + T > self.config.block_size:  # positions derived here are at most past + T - 1
+            raise ValueError(f"sequence of {past + T} tokens is beyond the model's context "
+                             f"(block_size={self.config.block_size}); shorten the prompt or max_new_tokens")
         if position_ids is None:
             if attention_mask is not None:
                 position_ids = position_ids_from_mask(attention_mask)[:, past:]  # (B, T)
             else:
                 position_ids = torch.arange(past, past + T, device=idx.device).expand(B, T)
-        if int(position_ids.max()) >= self.config.block_size:
-            raise ValueError(
-                f"sequence position {int(position_ids.max())} is beyond the model's context "
-                f"(block_size={self.config.block_size}); shorten the prompt or max_new_tokens"
-            )
         attn_mask = None
         if attention_mask is not None:
             attn_mask = build_attn_mask(attention_mask, T)

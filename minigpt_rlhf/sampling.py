@@ -29,6 +29,15 @@ def token_logprobs(logits, temperature: float = 1.0, top_k: int | None = None, b
     return F.log_softmax(logits, dim=-1)
 
 
+def sample_from(probs: torch.Tensor, generator=None) -> torch.Tensor:
+    """One draw per row of probs (B, V) by inverse CDF: u ~ U(0, total), the first id whose cumulative
+    probability exceeds u. Same distribution as torch.multinomial, about 10x cheaper on CPU at V = 2048
+    (bench/RESULTS.md); right=True never lands on a zero-probability (banned) id."""
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    u = torch.rand(probs.size(0), 1, device=probs.device, generator=generator) * cdf[:, -1:]  # (B, 1)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)  # (B,)
+
+
 def banned_token_ids(model_vocab: int, n_vocab: int, pad_id: int | None, device=None) -> torch.Tensor:
     """Ids the policy must never emit: PAD, and embedding rows past the tokenizer's vocabulary."""
     ids = list(range(n_vocab, model_vocab))
@@ -113,7 +122,7 @@ def generate(
         if greedy:
             next_tok = logp.argmax(dim=-1)  # (B,)
         else:
-            next_tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+            next_tok = sample_from(logp.exp(), generator)  # (B,)
         next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
         response[:, t] = next_tok
         logprobs[:, t] = torch.where(done, 0.0, logp.gather(1, next_tok[:, None]).squeeze(1))

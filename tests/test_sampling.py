@@ -130,3 +130,16 @@ def test_sampling_with_fixed_seed_is_reproducible_and_never_emits_pad():
     assert torch.equal(a.response, b.response)
     real = a.response[a.response_mask.bool()]
     assert (real != PAD).all()
+
+
+def test_inverse_cdf_sampling_matches_the_probabilities_and_skips_banned_ids():
+    from minigpt_rlhf.sampling import sample_from
+
+    probs = torch.tensor([0.5, 0.0, 0.2, 0.3, 0.0])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample_from(probs.expand(1000, 5), g) for _ in range(40)])  # 40000 draws
+    freq = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert freq[1] == 0 and freq[4] == 0  # zero-probability ids are never drawn
+    # within 4 standard errors of each probability
+    se = (probs * (1 - probs) / len(draws)).sqrt()
+    assert ((freq - probs).abs() <= 4 * se + 1e-9).all(), freq
