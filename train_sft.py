@@ -56,11 +56,11 @@ class Config:
     n_embd: int = 128  # model width
     block_size: int = 128  # context length in tokens
     # pretraining the base model
-    pretrain_steps: int = 500  # optimizer steps of next-token prediction on the corpus
+    pretrain_steps: int = 400  # optimizer steps of next-token prediction on the corpus
     pretrain_batch_size: int = 16  # sequences of block_size tokens per step
     pretrain_lr: float = 2e-3  # peak learning rate for pretraining
     # supervised fine-tuning
-    sft_steps: int = 600  # optimizer steps of SFT
+    sft_steps: int = 500  # optimizer steps of SFT
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
     grad_accum: int = 1  # micro-steps per optimizer step
     lr: float = 1e-3  # peak SFT learning rate
@@ -68,7 +68,7 @@ class Config:
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights only
     dropout: float = 0.1  # residual dropout during SFT (the paper used 0.2)
     grad_clip: float = 1.0  # clip the global gradient norm
-    eval_interval: int = 100  # steps between validation-loss evaluations
+    eval_interval: int = 250  # steps between validation-loss evaluations
     # evaluation at the end
     eval_temperature: float = 0.7  # sampling temperature of the held-out evaluation
     max_new_tokens: int = 48  # response length limit
