@@ -293,7 +293,6 @@ def main(config: Config) -> dict:
         save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo",
                         step=it + 1, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict())
     if stop["now"]:
-        compute_cleanup()
         return {"interrupted": True, "iterations_done": it + 1}
     train_time = time.time() - t0
 
@@ -344,7 +343,6 @@ def main(config: Config) -> dict:
         for s, p in list(zip(sft_samples, ppo_samples))[:4]:
             print(f"--- {s['prompt']}\n SFT: {s['response']}\n PPO: {p['response']}")
         write_json(os.path.join(config.out_dir, "ppo", "eval.json"), result)
-    compute_cleanup()
     return result
 
 
@@ -363,3 +361,4 @@ def rm_score(rm, tok, samples, rt) -> float:
 
 if __name__ == "__main__":
     main(parse_config(Config, presets=PRESETS))
+    compute_cleanup()

@@ -242,6 +242,8 @@ def main(config: Config) -> dict:
     batches = []
     for _ in range(config.epochs):
         batches += prompt_batches(len(train), config.prompts_per_batch, rng)
+    # under DDP every rank needs at least one whole prompt per step: drop a too-small last batch
+    batches = [b for b in batches if len(b) >= rt.world_size]
     log = JSONLLogger(os.path.join(config.out_dir, "rm", "log.jsonl"), rt.master)
     rm.train()
     bar = tqdm(batches, desc="rm", disable=not rt.master)
@@ -289,9 +291,9 @@ def main(config: Config) -> dict:
         print(format_table(["held-out metric", "value"], rows))
         print(f"{len(train)} train / {len(val)} held-out prompts; wall time {result['wall_time_s']:.0f}s")
         write_json(os.path.join(config.out_dir, "rm", "eval.json"), result)
-    compute_cleanup()
     return result
 
 
 if __name__ == "__main__":
     main(parse_config(Config, presets=PRESETS))
+    compute_cleanup()

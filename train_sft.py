@@ -263,9 +263,9 @@ def main(config: Config) -> dict:
         for s in samples[:3]:
             print(f"--- {s['prompt']}\n>>> {s['response']}")
         write_json(os.path.join(config.out_dir, "sft", "eval.json"), result)
-    compute_cleanup()
     return result
 
 
 if __name__ == "__main__":
     main(parse_config(Config, presets=PRESETS))
+    compute_cleanup()
