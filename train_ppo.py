@@ -33,7 +33,15 @@ from tqdm import tqdm
 
 from minigpt_rlhf import ppo, world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from minigpt_rlhf.common import JSONLLogger, all_reduce_grads, compute_cleanup, compute_init, print0, write_json
+from minigpt_rlhf.common import (
+    JSONLLogger,
+    all_reduce_grads,
+    barrier,
+    compute_cleanup,
+    compute_init,
+    print0,
+    write_json,
+)
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
@@ -96,7 +104,9 @@ def ensure_upstream(config: Config):
     rm_path = os.path.join(config.out_dir, "rm", "model.pt")
     common = dict(out_dir=config.out_dir, data_dir=config.data_dir, tokenizer=config.tokenizer,
                   device=config.device, dtype=config.dtype, seed=config.seed)
-    if not os.path.exists(sft_path):
+    # decide before anything is written, so that every rank of a torchrun job takes the same branches
+    need_sft, need_rm = not os.path.exists(sft_path), not os.path.exists(rm_path)
+    if need_sft:
         import train_sft
 
         print0(f"{sft_path} not found: running train_sft.py first (preset {config.upstream_preset})")
@@ -104,7 +114,8 @@ def ensure_upstream(config: Config):
         for k, v in {**train_sft.PRESETS[config.upstream_preset], **common}.items():
             setattr(cfg, k, v)
         train_sft.main(cfg)
-    if not os.path.exists(rm_path):
+        barrier()  # rank 0 has written the checkpoint before any rank reads it
+    if need_rm:
         import train_rm
 
         print0(f"{rm_path} not found: running train_rm.py first (preset {config.upstream_preset})")
@@ -112,6 +123,7 @@ def ensure_upstream(config: Config):
         for k, v in {**train_rm.PRESETS[config.upstream_preset], **common}.items():
             setattr(cfg, k, v)
         train_rm.main(cfg)
+        barrier()
     return sft_path, rm_path
 
 

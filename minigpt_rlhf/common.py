@@ -80,6 +80,12 @@ def compute_cleanup():
         dist.destroy_process_group()
 
 
+def barrier():
+    """Wait for every rank (a no-op in a single process): e.g. until rank 0 has written a checkpoint."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def set_seed(seed: int):
     random.seed(seed)
     np.random.seed(seed)

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
                     reason="torchrun not installed")
 def test_all_three_stages_run_under_torchrun_with_two_processes(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    cmd = [torchrun, "--nproc_per_node=2", "--master_port=29531", "train_ppo.py", "--preset=tiny",
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "train_ppo.py", "--preset=tiny",
            f"--out_dir={tmp_path}", "--device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in ("base", "sft", "rm", "ppo"):
         assert (tmp_path / stage / "model.pt").exists()
