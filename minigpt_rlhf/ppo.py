@@ -24,7 +24,8 @@ selected away with torch.where before they are used, never multiplied by 0.
 Distributed statistics: masked_mean (dim=None), masked_var and masked_whiten all-reduce their sums
 and counts when torch.distributed is initialized (all_ranks=True, the default), so that e.g. the
 advantages are whitened over the whole data-parallel batch. all_reduce is not differentiable, so
-the losses below use local means (all_ranks=False) and DDP averages their gradients; asking for an
+the losses below use local means (all_ranks=False) and the gradients are averaged over ranks
+(common.all_reduce_grads); asking for an
 all-ranks statistic of a tensor that requires grad raises instead of silently dropping gradient.
 """
 
@@ -248,7 +249,7 @@ def policy_loss(
 
     The max is the pessimistic bound: once the ratio has moved past 1 +/- eps in the direction
     the advantage favours, the clipped term wins and that token's gradient is exactly 0.
-    Rank-local mean (DDP averages the gradients).
+    Rank-local mean (the gradients are averaged over ranks by common.all_reduce_grads).
 
     stats (detached 0-dim tensors, rank-local): clipfrac = fraction of valid tokens with
     |ratio - 1| > eps; approx_kl = 0.5 * mean((logprobs - old_logprobs)^2), an estimate of
