@@ -28,13 +28,12 @@ def format_prompt(prompt: str) -> str:
     return PROMPT_TEMPLATE.format(prompt=prompt)
 
 
-def read_jsonl(path: str | Path, schema: dict[str, type]) -> list[dict]:
-    """Read a JSONL file, checking that every line is a JSON object with the keys of `schema` of the
-    right types (non-empty strings). Errors name the file and the line number."""
+def iter_jsonl(path: str | Path):
+    """Yield ("file:line", object) for every non-blank line, with a clear error for a missing file, a line
+    that is not JSON, or a line that is not a JSON object."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file {path} not found")
-    rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -46,15 +45,23 @@ def read_jsonl(path: str | Path, schema: dict[str, type]) -> list[dict]:
                 raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            for key, typ in schema.items():
-                if key not in obj:
-                    raise DataError(f"{where}: missing key {key!r} (expected keys: {sorted(schema)})")
-                if not isinstance(obj[key], typ):
-                    raise DataError(f"{where}: {key!r} should be {typ.__name__}, got {type(obj[key]).__name__}")
-                if typ is str and not obj[key].strip():
-                    raise DataError(f"{where}: {key!r} is empty")
-            obj["_where"] = where
-            rows.append(obj)
+            yield where, obj
+
+
+def read_jsonl(path: str | Path, schema: dict[str, type]) -> list[dict]:
+    """Read a JSONL file, checking that every line is a JSON object with the keys of `schema` of the
+    right types (non-empty strings). Errors name the file and the line number."""
+    rows = []
+    for where, obj in iter_jsonl(path):
+        for key, typ in schema.items():
+            if key not in obj:
+                raise DataError(f"{where}: missing key {key!r} (expected keys: {sorted(schema)})")
+            if not isinstance(obj[key], typ):
+                raise DataError(f"{where}: {key!r} should be {typ.__name__}, got {type(obj[key]).__name__}")
+            if typ is str and not obj[key].strip():
+                raise DataError(f"{where}: {key!r} is empty")
+        obj["_where"] = where
+        rows.append(obj)
     if not rows:
         raise DataError(f"{path}: no data lines")
     return rows

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataError, encode_prompt
+from .data import DataError, encode_prompt, iter_jsonl
 from .ppo import last_token_index
 
 
@@ -32,36 +32,25 @@ def read_comparisons(path: str | Path) -> list[dict]:
     """K-wise {"prompt", "responses": [...], "ranking": [...] best first} or pairwise
     {"prompt", "chosen", "rejected"} lines (a pairwise line is K = 2 with ranking [0, 1]).
     Errors name the file and line."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"comparison file {path} not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-                raise DataError(f"{where}: expected an object with a non-empty string 'prompt'")
-            if "chosen" in obj or "rejected" in obj:
-                responses, ranking = [obj.get("chosen"), obj.get("rejected")], [0, 1]
-            elif "responses" in obj and "ranking" in obj:
-                responses, ranking = obj["responses"], obj["ranking"]
-            else:
-                raise DataError(f"{where}: expected 'responses' + 'ranking' (K-wise) or 'chosen' + 'rejected'")
-            if not isinstance(responses, list) or len(responses) < 2:
-                raise DataError(f"{where}: a comparison needs at least 2 responses")
-            if any(not isinstance(r, str) or not r.strip() for r in responses):
-                raise DataError(f"{where}: every response must be non-empty text")
-            if not isinstance(ranking, list) or any(type(i) is not int for i in ranking) \
-                    or sorted(ranking) != list(range(len(responses))):
-                raise DataError(f"{where}: 'ranking' must be a permutation of 0..{len(responses) - 1}, "
-                                f"got {ranking!r}")
-            rows.append({**obj, "responses": responses, "ranking": ranking, "_where": where})
+    for where, obj in iter_jsonl(path):
+        if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+            raise DataError(f"{where}: expected an object with a non-empty string 'prompt'")
+        if "chosen" in obj or "rejected" in obj:
+            responses, ranking = [obj.get("chosen"), obj.get("rejected")], [0, 1]
+        elif "responses" in obj and "ranking" in obj:
+            responses, ranking = obj["responses"], obj["ranking"]
+        else:
+            raise DataError(f"{where}: expected 'responses' + 'ranking' (K-wise) or 'chosen' + 'rejected'")
+        if not isinstance(responses, list) or len(responses) < 2:
+            raise DataError(f"{where}: a comparison needs at least 2 responses")
+        if any(not isinstance(r, str) or not r.strip() for r in responses):
+            raise DataError(f"{where}: every response must be non-empty text")
+        if not isinstance(ranking, list) or any(type(i) is not int for i in ranking) \
+                or sorted(ranking) != list(range(len(responses))):
+            raise DataError(f"{where}: 'ranking' must be a permutation of 0..{len(responses) - 1}, "
+                            f"got {ranking!r}")
+        rows.append({**obj, "responses": responses, "ranking": ranking, "_where": where})
     if not rows:
         raise DataError(f"{path}: no comparisons")
     return rows
