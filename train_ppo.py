@@ -100,30 +100,23 @@ PRESETS = {
 
 def ensure_upstream(config: Config):
     """Build the SFT and RM stages first if their checkpoints are missing."""
+    import train_rm
+    import train_sft
+
     sft_path = os.path.join(config.out_dir, "sft", "model.pt")
     rm_path = os.path.join(config.out_dir, "rm", "model.pt")
+    # decide before anything is written, so that every rank of a torchrun job takes the same branches
+    missing = [(script, path) for script, path in ((train_sft, sft_path), (train_rm, rm_path))
+               if not os.path.exists(path)]
     common = dict(out_dir=config.out_dir, data_dir=config.data_dir, tokenizer=config.tokenizer,
                   device=config.device, dtype=config.dtype, seed=config.seed)
-    # decide before anything is written, so that every rank of a torchrun job takes the same branches
-    need_sft, need_rm = not os.path.exists(sft_path), not os.path.exists(rm_path)
-    if need_sft:
-        import train_sft
-
-        print0(f"{sft_path} not found: running train_sft.py first (preset {config.upstream_preset})")
-        cfg = train_sft.Config()
-        for k, v in {**train_sft.PRESETS[config.upstream_preset], **common}.items():
+    for script, path in missing:
+        print0(f"{path} not found: running {script.__name__}.py first (preset {config.upstream_preset})")
+        cfg = script.Config()
+        for k, v in {**script.PRESETS[config.upstream_preset], **common}.items():
             setattr(cfg, k, v)
-        train_sft.main(cfg)
+        script.main(cfg)
         barrier()  # rank 0 has written the checkpoint before any rank reads it
-    if need_rm:
-        import train_rm
-
-        print0(f"{rm_path} not found: running train_rm.py first (preset {config.upstream_preset})")
-        cfg = train_rm.Config()
-        for k, v in {**train_rm.PRESETS[config.upstream_preset], **common}.items():
-            setattr(cfg, k, v)
-        train_rm.main(cfg)
-        barrier()
     return sft_path, rm_path
 
 
