@@ -23,7 +23,6 @@ Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 
@@ -36,9 +35,13 @@ from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_grads,
+    all_reduce_mean,
+    all_reduce_means,
     barrier,
+    clip_and_step,
     compute_cleanup,
     compute_init,
+    make_scaler,
     print0,
     write_json,
 )
@@ -46,6 +49,7 @@ from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
 from minigpt_rlhf.losses import lm_loss
+from minigpt_rlhf.resume import Stopper, all_rng_states, load_resume, restore_rng, resume_path
 from minigpt_rlhf.rollout import compute_advantages, entropy, make_rollout, policy_logprobs, value_estimates
 from minigpt_rlhf.sampling import banned_token_ids
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -88,6 +92,10 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     seed: int = 1337  # random seed (rank r uses seed + r)
+    # interruption and exact resume (minigpt_rlhf/resume.py)
+    resume: bool = False  # continue from {out_dir}/ppo/resume.pt (policy, value, optimizer, KL controller, RNG)
+    save_interval: int = 10  # also save the resume state every this many iterations (0 = only when stopping)
+    stop_at: int = 0  # save the resume state and exit after this many iterations (0 = run to the end)
 
 
 PRESETS = {
@@ -161,7 +169,7 @@ def minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_ba
     return loss, stats
 
 
-def ppo_update(policy, value_model, optimizer, r, config, banned, corpus, rng, rt, ptx_coef):
+def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus, rng, rt, ptx_coef, iteration=0):
     """ppo_epochs passes over the rollout batch in minibatches. The first epoch walks the minibatches in
     order, as make_rollout scored them, so the ratio is exactly 1 on the first one; later epochs shuffle."""
     B = r.tokens.size(0)
@@ -173,17 +181,40 @@ def ppo_update(policy, value_model, optimizer, r, config, banned, corpus, rng, r
             mb = r.index(order[i: i + config.minibatch_size].to(r.tokens.device))
             ptx_batch = corpus.batch(config.ptx_batch_size, policy.config.block_size, rng) if ptx_coef > 0 else None
             loss, mb_stats = minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch)
-            if not torch.isfinite(loss):
-                raise SystemExit(f"ppo: loss became {loss.item()}; stopping (the last checkpoint is intact)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            finite = all_reduce_mean(float(torch.isfinite(loss)), rt) == 1.0  # every rank stops together
+            if not finite:
+                raise SystemExit(f"ppo: loss became {loss.item()} at iteration {iteration} (epoch {epoch}, "
+                                 f"minibatch {i // config.minibatch_size}); stopping (the last saved checkpoint "
+                                 "is left as it was). Try a lower learning rate.")
+            scaler.scale(loss).backward()
             all_reduce_grads(params, rt)  # each rank sampled its own rollouts; average their gradients
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+            clip_and_step(optimizer, scaler, params, config.grad_clip)
             stats.append(mb_stats)
     out = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
     out["first_ratio_mean"], out["first_approx_kl"] = stats[0]["ratio_mean"], stats[0]["approx_kl"]
     return out
+
+
+def iteration_metrics(r, gold: list[float], kl_ctl, update_stats: dict, rt) -> dict:
+    """What each iteration logs, as means over the rollouts of ALL ranks (every rank has the same number)."""
+    ones = torch.ones_like(r.scores)
+    local = {
+        "score": float(r.scores.mean()),
+        "gold_score": float(np.mean(gold)),  # logged only, never used for training
+        "response_len": float(r.response_mask.sum(1).mean()),
+        "eos_rate": float(r.ended.float().mean()),
+        **update_stats,
+    }
+    return {
+        # these four are all-rank statistics already (ppo.masked_mean / explained_variance all-reduce)
+        "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float())),  # nan if no response ended
+        # the KL for the controller: mean over rollouts of the per-sequence SUM of k1
+        "kl": float(ppo.masked_mean(r.kl.sum(1), ones)),
+        "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1), ones)),
+        "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask)),
+        "kl_coef": kl_ctl.value,
+        **all_reduce_means(local, rt),
+    }
 
 
 def decode_responses(r, tok):
@@ -235,6 +266,7 @@ def main(config: Config) -> dict:
     params = list(policy.parameters()) + list(value_model.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0,
                                   **({"fused": True} if rt.device.type == "cuda" else {}))
+    scaler = make_scaler(rt)
     kl_ctl = (ppo.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target > 0
               else ppo.FixedKLController(config.kl_coef))
 
@@ -244,61 +276,73 @@ def main(config: Config) -> dict:
         print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
     corpus = TokenStream(tok, os.path.join(config.data_dir, "corpus_train.txt"))
     corpus_val = TokenStream(tok, os.path.join(config.data_dir, "corpus_val.txt"))
-    rng = np.random.default_rng(config.seed + rt.rank)
-    gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)
+    rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
+    gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
     local_batch = config.rollout_batch_size // rt.world_size
+    start = 0
+    if config.resume:
+        state = load_resume(config.out_dir, "ppo", rt)
+        model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))  # checks tokenizer + shapes
+        policy.load_state_dict(state["model"])
+        value_model.load_state_dict(state["value_model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        kl_ctl.load_state_dict(state["kl_ctl"])
+        restore_rng(state, rt, rng, gen)
+        start = state["step"]
+        print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
 
-    stop = {"now": False}
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master)
+    def save_resume(step):  # a collective: every rank calls it, rank 0 writes
+        rngs = all_rng_states(rt, rng, gen)
+        if rt.master:
+            save_checkpoint(resume_path(config.out_dir, "ppo"), policy, tok, config, stage="ppo", step=step,
+                            value_model=value_model.state_dict(), optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(), kl_ctl=kl_ctl.state_dict(), rng=rngs)
+
+    log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master, resume_step=start or None)
     print0(f"PPO: {config.iterations} iterations x {config.rollout_batch_size} rollouts, "
            f"{len(prompts)} prompts; beta {config.kl_coef}, ptx_coef {config.ptx_coef}")
-    bar = tqdm(range(config.iterations), desc="ppo", disable=not rt.master)
-    it = 0
-    for it in bar:
-        t_it = time.time()
-        batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
-        r = make_rollout(policy, ref, rm, value_model, [b["ids"] for b in batch], tok, config.max_new_tokens,
-                         config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen, rt.autocast)
-        t_rollout = time.time() - t_it
-        r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam)
-        stats = ppo_update(policy, value_model, optimizer, r, config, banned, corpus, rng, rt, config.ptx_coef)
-        # KL for the controller: batch mean of the per-sequence SUM of k1 (over all ranks)
-        seq_kl = ppo.masked_mean(r.kl.sum(1), torch.ones_like(r.scores))
-        texts = decode_responses(r, tok)
-        gold = [world.gold_score(b["prompt"], t, eos=bool(e)) for b, t, e in zip(batch, texts, r.ended)]
-        n_tokens = float(r.response_mask.sum())
-        metrics = {
-            "iteration": it,
-            "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float())),  # nan if no response ended
-            "score": float(r.scores.mean()),
-            "gold_score": float(np.mean(gold)),  # logged only, never used for training
-            "kl": float(seq_kl),
-            "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1),
-                                           torch.ones_like(r.scores))),
-            "kl_coef": kl_ctl.value,
-            "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask)),
-            "response_len": n_tokens / r.tokens.size(0),
-            "eos_rate": float(r.ended.float().mean()),
-            "tokens_per_s": n_tokens / (time.time() - t_it),
-            "rollout_time_frac": t_rollout / (time.time() - t_it),
-            **stats,
-        }
-        kl_ctl.update(float(seq_kl), config.rollout_batch_size)
-        log.log(**metrics)
-        bar.set_postfix(rm=f"{metrics['rm_score']:.2f}", gold=f"{metrics['gold_score']:.3f}",
-                        kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
-        if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
-            tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}  (gold {gold[0]:.2f})")
-        if stop["now"]:
-            print0("interrupted: saving the policy and exiting")
-            break
-    signal.signal(signal.SIGINT, previous_handler)
+    bar = tqdm(range(start, config.iterations), desc="ppo", disable=not rt.master, initial=start,
+               total=config.iterations)
+    stopper = Stopper(config.stop_at, rt)
+    with stopper:
+        for it in bar:
+            t_it = time.time()
+            batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
+            r = make_rollout(policy, ref, rm, value_model, [b["ids"] for b in batch], tok, config.max_new_tokens,
+                             config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen,
+                             rt.autocast)
+            t_rollout = time.time() - t_it
+            r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam)
+            stats = ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus, rng, rt,
+                               config.ptx_coef, iteration=it)
+            texts = decode_responses(r, tok)
+            gold = [world.gold_score(b["prompt"], t, eos=bool(e)) for b, t, e in zip(batch, texts, r.ended)]
+            metrics = iteration_metrics(r, gold, kl_ctl, stats, rt)
+            seconds = time.time() - t_it
+            metrics.update(iteration=it, tokens_per_s=metrics["response_len"] * config.rollout_batch_size / seconds,
+                           rollout_time_frac=t_rollout / seconds)
+            kl_ctl.update(metrics["kl"], config.rollout_batch_size)
+            log.log(**metrics)
+            bar.set_postfix(rm=f"{metrics['rm_score']:.2f}", gold=f"{metrics['gold_score']:.3f}",
+                            kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
+            if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
+                tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}  (gold {gold[0]:.2f})")
+            more = it + 1 < config.iterations
+            stop = more and stopper.should_stop(it + 1)
+            if stop or (more and config.save_interval and (it + 1) % config.save_interval == 0):
+                save_resume(it + 1)
+            if stop:
+                if rt.master:  # the policy so far, for sampling; --resume=True continues the run
+                    save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config,
+                                    stage="ppo", step=it + 1, value_model=value_model.state_dict())
+                print0(f"stopped after iteration {it + 1}: policy saved; resume with --resume=True")
+                return {"interrupted": True, "iterations_done": it + 1}
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo",
-                        step=it + 1, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict())
-    if stop["now"]:
-        return {"interrupted": True, "iterations_done": it + 1}
+                        step=config.iterations, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict())
+        if os.path.exists(resume_path(config.out_dir, "ppo")):
+            os.remove(resume_path(config.out_dir, "ppo"))  # finished: nothing left to resume
     train_time = time.time() - t0
 
     # ---- evaluation: the gold labeler compares PPO with SFT on held-out prompts ----
@@ -306,8 +350,10 @@ def main(config: Config) -> dict:
     eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
     if config.max_eval_prompts:
         eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
-    sft_samples = sample_responses(ref, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1)
-    ppo_samples = sample_responses(policy, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1)
+    sft_samples = sample_responses(ref, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1,
+                                   runtime=rt)  # sharded over ranks, gathered on all
+    ppo_samples = sample_responses(policy, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1,
+                                   runtime=rt)
     sft_gold, ppo_gold = gold_scores(sft_samples), gold_scores(ppo_samples)
     wr, ci = win_rate(ppo_gold, sft_gold)
     sft_rep, ppo_rep = gold_report(sft_samples), gold_report(ppo_samples)

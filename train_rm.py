@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -33,7 +33,19 @@ from tqdm import tqdm
 
 from minigpt_rlhf import world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from minigpt_rlhf.common import JSONLLogger, compute_cleanup, compute_init, cosine_lr, print0, set_lr, write_json
+from minigpt_rlhf.common import (
+    JSONLLogger,
+    all_reduce_mean,
+    clip_and_step,
+    compute_cleanup,
+    compute_init,
+    cosine_lr,
+    gather_shards,
+    make_scaler,
+    print0,
+    set_lr,
+    write_json,
+)
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import read_prompts, read_sft
 from minigpt_rlhf.evaluate import format_table, sample_responses, spearman
@@ -46,6 +58,7 @@ from minigpt_rlhf.labeler import (
 )
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
 from minigpt_rlhf.model import swap_unembedding
+from minigpt_rlhf.resume import Stopper, all_rng_states, load_resume, restore_rng, resume_path
 from minigpt_rlhf.reward import (
     encode_responses,
     normalize_head,
@@ -83,6 +96,10 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     seed: int = 1337  # random seed
+    # interruption and exact resume (minigpt_rlhf/resume.py); comparisons are reused from their file
+    resume: bool = False  # continue training from {out_dir}/rm/resume.pt (weights, optimizer, schedule, RNG)
+    save_interval: int = 100  # also save the resume state every this many steps (0 = only when stopping)
+    stop_at: int = 0  # save the resume state and exit after this many training steps (0 = run to the end)
 
 
 PRESETS = {
@@ -98,7 +115,7 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
     ks = rng.integers(config.k_min, config.k_max + 1, size=len(rows))
     expanded = [row for row, k in zip(rows, ks) for _ in range(k)]
     samples = sample_responses(sft, tok, expanded, config.max_new_tokens, config.sample_temperature,
-                               seed=config.seed)
+                               seed=config.seed, runtime=rt)  # sharded over ranks, gathered on all
     groups, start = [], 0
     for row, k in zip(rows, ks):
         # responses cut off without EOS stay in (the labeler sees them cut off); empty ones are dropped
@@ -140,6 +157,10 @@ def gold_order(gold: list[float]) -> list[int]:
 
 @torch.no_grad()
 def rm_rewards(rm, tok, comparisons, rt, batch=16) -> list[list[float]]:
+    """The RM's reward of every response of every comparison; sharded over ranks, gathered on all."""
+    if rt.ddp:
+        mine = rm_rewards(rm, tok, comparisons[rt.rank:: rt.world_size], replace(rt, ddp=False), batch)
+        return gather_shards(mine, rt)
     out = []
     for i in range(0, len(comparisons), batch):
         chunk = comparisons[i: i + batch]
@@ -190,6 +211,23 @@ def evaluate(rm, tok, val, temperature, rt, rng) -> dict:
     }
 
 
+def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt) -> tuple[float, float]:
+    """Forward and backward of one RM optimizer step over the whole prompts in `batch` (indices into
+    encoded / rankings). Rank r takes prompts r, r + W, ...: a prompt's K responses go through ONE forward
+    pass on one rank, so its pairs are never split. The summed per-prompt losses are divided by the number
+    of prompts in the whole step (times W, which DDP's gradient averaging divides out), so the gradient
+    equals that of one process over the whole batch (tests/test_distributed.py).
+    Returns the step's mean loss and pair accuracy over all ranks."""
+    mine = batch[rt.rank:: rt.world_size]
+    with rt.autocast():
+        rewards = score_comparisons(train_rm, [encoded[i] for i in mine], pad_id, rt.device)
+    loss, stats = batched_kwise_ranking_loss(rewards.float(), [rankings[i] for i in mine], n_prompts=len(batch))
+    (loss * rt.world_size).backward()
+    n_correct = all_reduce_mean(float(stats["n_correct_pairs"]), rt)
+    n_pairs = all_reduce_mean(float(stats["n_pairs"]), rt)
+    return all_reduce_mean(loss.item(), rt) * rt.world_size, n_correct / n_pairs
+
+
 def main(config: Config) -> dict:
     t0 = time.time()
     rt = compute_init(config.device, config.dtype, config.seed)
@@ -200,6 +238,8 @@ def main(config: Config) -> dict:
     rng = np.random.default_rng(config.seed)
 
     # ---- comparisons ----
+    if config.resume and config.relabel:
+        raise SystemExit("--resume=True continues training on the saved comparisons; it cannot --relabel=True")
     cmp_path = config.comparisons or os.path.join(config.out_dir, "rm", "comparisons.jsonl")
     temp_path = os.path.join(config.out_dir, "rm", "labeler.json")
     if config.comparisons or (os.path.exists(cmp_path) and not config.relabel):
@@ -219,7 +259,8 @@ def main(config: Config) -> dict:
             write_json(temp_path, {"temperature": temperature, "target_agreement": config.target_agreement})
     t_collect = time.time() - t0
 
-    perm = rng.permutation(len(comparisons))
+    split_rng = np.random.default_rng([config.seed, 1])  # the same split and batches however they were collected
+    perm = split_rng.permutation(len(comparisons))
     n_val = max(1, int(len(comparisons) * config.val_fraction))
     val = [comparisons[i] for i in perm[:n_val]]
     train = [comparisons[i] for i in perm[n_val:]]
@@ -233,6 +274,16 @@ def main(config: Config) -> dict:
     for blk in rm.transformer.h:
         blk.attn.dropout = 0.0
     optimizer = rm.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
+    scaler = make_scaler(rt)
+    start = 0
+    if config.resume:
+        state = load_resume(config.out_dir, "rm", rt)
+        rm.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state, rt)
+        start = state["step"]
+        print0(f"resuming RM training at step {start} from {resume_path(config.out_dir, 'rm')}")
     train_rm = torch.nn.parallel.DistributedDataParallel(rm) if rt.ddp else rm
     encoded = [encode_responses(tok, c["prompt"], c["responses"]) for c in train]
     too_long = sum(len(s) > rm.config.block_size for e in encoded for s in e)
@@ -241,26 +292,33 @@ def main(config: Config) -> dict:
                          f"({rm.config.block_size} tokens); shorten them or raise block_size")
     batches = []
     for _ in range(config.epochs):
-        batches += prompt_batches(len(train), config.prompts_per_batch, rng)
+        batches += prompt_batches(len(train), config.prompts_per_batch, split_rng)
     # under DDP every rank needs at least one whole prompt per step: drop a too-small last batch
     batches = [b for b in batches if len(b) >= rt.world_size]
-    log = JSONLLogger(os.path.join(config.out_dir, "rm", "log.jsonl"), rt.master)
+    rankings = [c["ranking"] for c in train]
+    log = JSONLLogger(os.path.join(config.out_dir, "rm", "log.jsonl"), rt.master, resume_step=start or None)
     rm.train()
-    bar = tqdm(batches, desc="rm", disable=not rt.master)
-    for step, batch in enumerate(bar):
-        set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
-        mine = batch[rt.rank:: rt.world_size] if rt.ddp else batch  # each rank takes whole prompts
-        with rt.autocast():
-            rewards = score_comparisons(train_rm, [encoded[i] for i in mine], tok.pad_id, rt.device)
-        loss, stats = batched_kwise_ranking_loss(rewards.float(), [train[i]["ranking"] for i in mine])
-        if not torch.isfinite(loss):
-            raise SystemExit(f"rm: loss became {loss.item()} at step {step}; stopping, nothing saved")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(rm.parameters(), config.grad_clip)
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{float(stats['accuracy']):.2f}")
-        log.log(step=step, loss=loss.item(), accuracy=float(stats["accuracy"]))
+    bar = tqdm(range(start, len(batches)), desc="rm", disable=not rt.master, initial=start, total=len(batches))
+    with Stopper(config.stop_at, rt) as stopper:
+        for step in bar:
+            set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
+            loss, accuracy = rm_step_loss(train_rm, encoded, rankings, batches[step], tok.pad_id, rt)
+            if not np.isfinite(loss):
+                raise SystemExit(f"rm: loss became {loss} at step {step}; stopping (the last saved checkpoint "
+                                 "is left as it was). Try a lower learning rate.")
+            clip_and_step(optimizer, scaler, rm.parameters(), config.grad_clip)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
+            log.log(step=step, loss=loss, accuracy=accuracy)
+            more = step + 1 < len(batches)
+            stop = more and stopper.should_stop(step + 1)
+            if stop or (more and config.save_interval and (step + 1) % config.save_interval == 0):
+                rngs = all_rng_states(rt)
+                if rt.master:
+                    save_checkpoint(resume_path(config.out_dir, "rm"), rm, tok, config, stage="rm", step=step + 1,
+                                    optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs)
+            if stop:
+                print0(f"stopped after RM step {step + 1}: resume with --resume=True")
+                return {"interrupted": True, "steps_done": step + 1}
     rm.eval()
 
     # ---- normalisation: demonstrations get mean reward 0; SFT samples unit std ----
@@ -283,6 +341,8 @@ def main(config: Config) -> dict:
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "rm", "model.pt"), rm, tok, config, stage="rm",
                         step=len(batches), reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std)
+        if os.path.exists(resume_path(config.out_dir, "rm")):
+            os.remove(resume_path(config.out_dir, "rm"))  # finished: nothing left to resume
         rows = [[f"accuracy: {f}", v] for f, v in result["accuracy_by_family"].items()]
         rows += [["accuracy vs noisy labels", result["accuracy_vs_labels"]],
                  ["accuracy vs gold order", result["accuracy_vs_gold"]],

@@ -29,9 +29,12 @@ from minigpt_rlhf import world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
 from minigpt_rlhf.common import (
     JSONLLogger,
+    all_reduce_mean,
+    clip_and_step,
     compute_cleanup,
     compute_init,
     cosine_lr,
+    make_scaler,
     print0,
     set_lr,
     write_json,
@@ -41,6 +44,7 @@ from minigpt_rlhf.data import SFTData, TokenStream, read_prompts, read_sft
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, sample_responses
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
+from minigpt_rlhf.resume import Stopper, all_rng_states, load_resume, restore_rng, resume_path
 from minigpt_rlhf.tokenizer import get_tokenizer
 
 
@@ -78,6 +82,10 @@ class Config:
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     compile: str = "auto"  # torch.compile the training forward: auto (on for CUDA) | True | False
     seed: int = 1337  # random seed (rank r uses seed + r)
+    # interruption and exact resume (minigpt_rlhf/resume.py)
+    resume: bool = False  # continue from {out_dir}/sft/resume.pt (weights, optimizer, schedule, RNG, data position)
+    save_interval: int = 100  # also save the resume state every this many steps (0 = only when stopping)
+    stop_at: int = 0  # save the resume state and exit after this many steps, pretraining + SFT (0 = never)
 
 
 PRESETS = {
@@ -112,17 +120,33 @@ def build_base_model(config: Config, tok, rt) -> GPT:
                          n_head=config.n_head, n_embd=config.n_embd, dropout=0.0))
 
 
-def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream):
-    """Next-token prediction on the corpus: the "GPT-3" of our world."""
+def save_resume(config, rt, model, tok, optimizer, scaler, phase: str, step: int, np_gen, **extra):
+    """The resume state (minigpt_rlhf/resume.py); a collective: every rank calls it, rank 0 writes."""
+    rngs = all_rng_states(rt, np_gen)
+    if rt.master:
+        save_checkpoint(resume_path(config.out_dir, "sft"), model, tok, config, stage="sft", phase=phase,
+                        step=step, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, **extra)
+
+
+def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream, stopper, state=None) -> bool:
+    """Next-token prediction on the corpus: the "GPT-3" of our world. Returns False if it stopped early."""
     optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
                                           fused=rt.device.type == "cuda")
+    scaler = make_scaler(rt)
     train_model = maybe_compile(model, config, rt)
     if rt.ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model)
     rng = np.random.default_rng(config.seed + rt.rank)  # each rank draws its own windows
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state, rt, rng)
+        start = state["step"]
     B, T = config.pretrain_batch_size // rt.world_size, model.config.block_size
-    log = JSONLLogger(os.path.join(config.out_dir, "base", "log.jsonl"), rt.master)
-    bar = tqdm(range(config.pretrain_steps), desc="pretrain", disable=not rt.master)
+    log = JSONLLogger(os.path.join(config.out_dir, "base", "log.jsonl"), rt.master, resume_step=start or None)
+    bar = tqdm(range(start, config.pretrain_steps), desc="pretrain", disable=not rt.master,
+               initial=start, total=config.pretrain_steps)
     for step in bar:
         set_lr(optimizer, cosine_lr(step, config.pretrain_steps, config.pretrain_lr, config.warmup_steps))
         x, y = corpus.batch(B, T, rng)
@@ -130,18 +154,23 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         with rt.autocast():
             loss = lm_loss(train_model(x).float(), y)
         check_finite(loss, step, "pretrain")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        scaler.scale(loss).backward()
+        clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         log.log(step=step, loss=loss.item())
+        more = step + 1 < config.pretrain_steps
+        stop = more and stopper.should_stop(step + 1)
+        if stop or (more and config.save_interval and (step + 1) % config.save_interval == 0):
+            save_resume(config, rt, model, tok, optimizer, scaler, "pretrain", step + 1, rng)
+        if stop:
+            print0(f"stopped after pretraining step {step + 1}: resume with --resume=True")
+            return False
     val_loss = corpus_loss(model, val, T, autocast=rt.autocast)
     print0(f"base model: corpus validation loss {val_loss:.3f}")
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "base", "model.pt"), model, tok, config,
                         stage="base", step=config.pretrain_steps, val_loss=val_loss)
-    return model
+    return True
 
 
 def check_finite(loss, step, stage):
@@ -166,25 +195,30 @@ def sft_val_loss(model, data: SFTData, rt, batch_size=64) -> float:
     return total / count
 
 
-def main(config: Config) -> dict:
-    t0 = time.time()
-    rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
-    d = config.data_dir
-    corpus = TokenStream(tok, os.path.join(d, "corpus_train.txt"))
-    corpus_val = TokenStream(tok, os.path.join(d, "corpus_val.txt"))
-    train_rows, val_rows = read_sft(os.path.join(d, "sft_train.jsonl")), read_sft(os.path.join(d, "sft_val.jsonl"))
-    eval_rows = read_prompts(os.path.join(d, "eval_prompts.jsonl"))
-    if config.max_eval_prompts:
-        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
+def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1) -> float:
+    """Forward and backward of one SFT optimizer step over `rows` (the demonstrations of the WHOLE step,
+    all ranks and micro-steps). Rank r takes rows r, r + W, ... of each of the grad_accum micro-batches.
+    Every token's loss is divided by the token count of the whole step, and by nothing else (times W,
+    which DDP's gradient averaging divides out): the gradient is exactly that of one batch of all the
+    rows (tests/test_distributed.py). Returns the step's mean loss over all ranks."""
+    n_tokens = data.n_loss_tokens(rows)
+    per_micro = len(rows) // grad_accum
+    total = 0.0
+    for k in range(grad_accum):
+        mine = rows[k * per_micro: (k + 1) * per_micro][rt.rank:: rt.world_size]
+        x, y, m = (t.to(rt.device) for t in data.batch(mine))
+        if rt.ddp:  # all-reduce gradients only on the last micro-step
+            train_model.require_backward_grad_sync = k == grad_accum - 1
+        with rt.autocast():
+            loss = sft_loss(train_model(x).float(), y, m, n_tokens=n_tokens) * rt.world_size
+        loss.backward()
+        total += loss.item() / rt.world_size
+    return all_reduce_mean(total, rt) * rt.world_size
 
-    model = build_base_model(config, tok, rt).to(rt.device)
-    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
-           f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
-    if not config.init_from:
-        model = pretrain(model, config, tok, rt, corpus, corpus_val)
 
-    # ---- SFT ----
+def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=None):
+    """Supervised fine-tuning on the demonstrations. Returns (val loss before, val loss after), or None if it
+    stopped early (the resume state is saved)."""
     model.config.dropout = config.dropout
     for m in model.modules():  # residual dropout for SFT (Ouyang et al. 2022, appendix C.1)
         if isinstance(m, torch.nn.Dropout):
@@ -196,52 +230,95 @@ def main(config: Config) -> dict:
     if train.skipped:
         print0(f"skipped {train.skipped} demonstrations longer than the context ({model.config.block_size})")
     optimizer = model.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
+    scaler = make_scaler(rt)
     train_model = maybe_compile(model, config, rt)
     if rt.ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model)
     rng = np.random.default_rng(config.seed)  # the same permutation on every rank; each takes its shard
-    micro = config.batch_size // (config.grad_accum * rt.world_size)
-    order, pos = rng.permutation(len(train)), 0
-    log = JSONLLogger(os.path.join(config.out_dir, "sft", "log.jsonl"), rt.master)
+    order, pos, start = rng.permutation(len(train)), 0, 0
     model.train()
-    val_loss0 = sft_val_loss(model, val, rt)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state, rt, rng)
+        order, pos, start, val_loss0 = state["order"].numpy(), state["pos"], state["step"], state["val_loss0"]
+    else:
+        val_loss0 = sft_val_loss(model, val, rt)
+    log = JSONLLogger(os.path.join(config.out_dir, "sft", "log.jsonl"), rt.master, resume_step=start or None)
     print0(f"SFT: {len(train)} demonstrations, {config.sft_steps} steps of {config.batch_size} "
            f"({config.sft_steps * config.batch_size / len(train):.1f} epochs); val loss before {val_loss0:.3f}")
-    bar = tqdm(range(config.sft_steps), desc="sft", disable=not rt.master)
+    bar = tqdm(range(start, config.sft_steps), desc="sft", disable=not rt.master, initial=start,
+               total=config.sft_steps)
     val_loss = val_loss0
+    offset = 0 if config.init_from else config.pretrain_steps  # stop_at counts pretraining steps too
     for step in bar:
         set_lr(optimizer, cosine_lr(step, config.sft_steps, config.lr, config.warmup_steps))
-        for k in range(config.grad_accum):
-            if pos + config.batch_size // config.grad_accum > len(order):
-                order, pos = rng.permutation(len(train)), 0
-            chunk = order[pos: pos + config.batch_size // config.grad_accum]
-            pos += len(chunk)
-            x, y, m = train.batch(chunk[rt.rank * micro: (rt.rank + 1) * micro])
-            x, y, m = x.to(rt.device), y.to(rt.device), m.to(rt.device)
-            last = k == config.grad_accum - 1
-            if rt.ddp:  # all-reduce gradients only on the last micro-step
-                train_model.require_backward_grad_sync = last
-            with rt.autocast():
-                loss = sft_loss(train_model(x).float(), y, m) / config.grad_accum
-            check_finite(loss, step, "sft")
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        metrics = {"step": step, "loss": loss.item() * config.grad_accum}
+        if pos + config.batch_size > len(order):  # a new epoch: reshuffle
+            order, pos = rng.permutation(len(train)), 0
+        rows = order[pos: pos + config.batch_size]
+        pos += len(rows)
+        loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum)
+        check_finite(torch.tensor(loss), step, "sft")
+        clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
+        metrics = {"step": step, "loss": loss}
         if (step + 1) % config.eval_interval == 0 or step == config.sft_steps - 1:
             val_loss = sft_val_loss(model, val, rt)
             metrics["val_loss"] = val_loss
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", val=f"{val_loss:.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")
         log.log(**metrics)
+        more = step + 1 < config.sft_steps
+        stop = more and stopper.should_stop(offset + step + 1)
+        if stop or (more and config.save_interval and (step + 1) % config.save_interval == 0):
+            save_resume(config, rt, model, tok, optimizer, scaler, "sft", step + 1, rng,
+                        order=torch.from_numpy(order), pos=pos, val_loss0=val_loss0)
+        if stop:
+            print0(f"stopped after SFT step {step + 1}: resume with --resume=True")
+            return None
     model.eval()
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "sft", "model.pt"), model, tok, config,
                         stage="sft", step=config.sft_steps, val_loss=val_loss)
+    return val_loss0, val_loss
+
+
+def main(config: Config) -> dict:
+    t0 = time.time()
+    rt = compute_init(config.device, config.dtype, config.seed)
+    tok = get_tokenizer(config.tokenizer)
+    d = config.data_dir
+    corpus = TokenStream(tok, os.path.join(d, "corpus_train.txt"))
+    corpus_val = TokenStream(tok, os.path.join(d, "corpus_val.txt"))
+    train_rows, val_rows = read_sft(os.path.join(d, "sft_train.jsonl")), read_sft(os.path.join(d, "sft_val.jsonl"))
+    eval_rows = read_prompts(os.path.join(d, "eval_prompts.jsonl"))
+    if config.max_eval_prompts:
+        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
+    if config.batch_size % (config.grad_accum * rt.world_size):
+        raise SystemExit(f"--batch_size={config.batch_size} must be a multiple of grad_accum x processes "
+                         f"({config.grad_accum} x {rt.world_size})")
+
+    state = load_resume(config.out_dir, "sft", rt) if config.resume else None
+    if state is not None:  # the model as it was saved; the rest of the config comes from this command line
+        model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
+        print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
+    else:
+        model = build_base_model(config, tok, rt).to(rt.device)
+    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
+           f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
+    with Stopper(config.stop_at, rt) as stopper:
+        if not config.init_from and (state is None or state["phase"] == "pretrain"):
+            if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
+                return {"interrupted": True, "phase": "pretrain"}
+            state = None
+        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state)
+        if losses is None:
+            return {"interrupted": True, "phase": "sft"}
+    val_loss0, val_loss = losses
+    if rt.master and os.path.exists(resume_path(config.out_dir, "sft")):
+        os.remove(resume_path(config.out_dir, "sft"))  # finished: nothing left to resume
 
     # ---- evaluation by the gold labeler on held-out prompts ----
     samples = sample_responses(unwrap(model), tok, eval_rows, config.max_new_tokens, config.eval_temperature,
-                               seed=config.seed)
+                               seed=config.seed, runtime=rt)
     report = gold_report(samples)
     demo_scores = [world.gold_score(r["prompt"], r["response"]) for r in val_rows]
     result = {

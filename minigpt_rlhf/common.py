@@ -106,6 +106,15 @@ def all_reduce_mean(x: float, runtime: Runtime) -> float:
     return float(t) / runtime.world_size
 
 
+def all_reduce_means(metrics: dict[str, float], runtime: Runtime) -> dict[str, float]:
+    """Each value's mean over all ranks, in one all-reduce (the dict itself when not distributed)."""
+    if not runtime.ddp:
+        return {k: float(v) for k, v in metrics.items()}
+    t = torch.tensor([float(v) for v in metrics.values()], dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(t)
+    return {k: float(v) / runtime.world_size for k, v in zip(metrics, t.tolist())}
+
+
 def cosine_lr(step: int, max_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float = 0.1) -> float:
     """Linear warmup, then cosine decay to min_lr_ratio * lr (InstructGPT's SFT used cosine decay)."""
     if step < warmup_steps:
@@ -122,12 +131,20 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float):
 class JSONLLogger:
     """Appends one JSON object per line; only rank 0 writes."""
 
-    def __init__(self, path, enabled: bool = True):
+    def __init__(self, path, enabled: bool = True, resume_step: int | None = None):
+        """A new log, or with resume_step, the existing log cut back to the lines of steps before it (a
+        resumed run appends from there, so the log reads as one uninterrupted run)."""
         self.path = path
         self.enabled = enabled
         if enabled:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            open(path, "w").close()
+            keep = []
+            if resume_step is not None and os.path.exists(path):
+                with open(path) as f:
+                    rows = [json.loads(line) for line in f if line.strip()]
+                keep = [r for r in rows if r.get("step", r.get("iteration", 0)) < resume_step]
+            with open(path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in keep)
 
     def log(self, **metrics):
         if self.enabled:
@@ -141,6 +158,36 @@ def write_json(path, obj):
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
     os.replace(tmp, path)
+
+
+def make_scaler(runtime: Runtime) -> torch.amp.GradScaler:
+    """A loss scaler for fp16 autocast (bf16 and fp32 need none: then every call below passes through).
+    fp16's narrow exponent range underflows small gradients unless the loss is scaled up first."""
+    return torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
+
+
+def clip_and_step(optimizer, scaler, params, grad_clip: float) -> torch.Tensor:
+    """Unscale (fp16), clip the global gradient norm, step (skipped by the scaler if a gradient is inf/nan),
+    then zero the gradients. Call after `scaler.scale(loss).backward()`. Returns the pre-clip norm."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def gather_shards(items: list, runtime: Runtime) -> list:
+    """Sharded work, gathered: rank r computed items for positions r, r + W, r + 2W, ... of a list
+    (W = world size); every rank gets the whole list back in its original order."""
+    if not runtime.ddp:
+        return items
+    parts = [None] * runtime.world_size
+    dist.all_gather_object(parts, items)
+    out = [None] * sum(len(p) for p in parts)
+    for r, part in enumerate(parts):
+        out[r:: runtime.world_size] = part
+    return out
 
 
 def all_reduce_grads(params, runtime: Runtime):

@@ -125,6 +125,10 @@ class SFTData:
     def __len__(self):
         return len(self.examples)
 
+    def n_loss_tokens(self, indices) -> int:
+        """How many target tokens of these examples carry loss (response tokens and EOS)."""
+        return sum(sum(self.examples[i][1][1:]) for i in indices)
+
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """inputs (B, T), targets (B, T), loss_mask (B, T): targets[t] = ids[t + 1]."""
         seqs = [self.examples[i] for i in indices]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import world
+from .common import gather_shards
 from .data import encode_prompt
 from .losses import lm_loss
 from .sampling import generate
@@ -18,8 +19,15 @@ from .sampling import generate
 
 @torch.no_grad()
 def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperature: float,
-                     batch_size: int = 64, seed: int = 0, greedy: bool = False) -> list[dict]:
-    """One sampled response per prompt row. Returns rows extended with response, ended (emitted EOS)."""
+                     batch_size: int = 64, seed: int = 0, greedy: bool = False, runtime=None) -> list[dict]:
+    """One sampled response per prompt row. Returns rows extended with response, ended (emitted EOS).
+
+    With a distributed `runtime` (common.Runtime under torchrun) the rows are sharded: rank r samples rows
+    r, r + W, ... with seed + r, and every rank gets all the samples back in the original order."""
+    if runtime is not None and runtime.ddp:
+        mine = sample_responses(model, tok, rows[runtime.rank:: runtime.world_size], max_new_tokens,
+                                temperature, batch_size, seed + runtime.rank, greedy)
+        return gather_shards(mine, runtime)
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     encoded = [encode_prompt(tok, r["prompt"]) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))  # similar lengths pad less

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 # language modelling
 
 
-def sft_loss(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+def sft_loss(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
+             n_tokens: float | None = None) -> torch.Tensor:
     """Masked next-token cross-entropy: the mean over positions with loss_mask = 1 of
     -log softmax(logits[b, t])[targets[b, t]].
 
@@ -23,6 +24,10 @@ def sft_loss(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tenso
     and pad positions contribute nothing, whatever their targets (ignore_index), and get zero
     gradient. The mean is over tokens of the batch (not a mean of per-sequence means), so long
     answers weigh more, as in ordinary LM training. A batch with no masked-in token gives 0.
+
+    n_tokens: divide the summed loss by this instead of the batch's own token count. Training passes the
+    count of the WHOLE optimizer step (every micro-step on every rank), so that gradient accumulation and
+    data parallelism give exactly the gradient of one big batch, not a mean of per-micro-batch means.
     """
     B, T, V = logits.shape
     valid = loss_mask.bool()  # (B, T)
@@ -30,7 +35,7 @@ def sft_loss(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tenso
     # at least fp32 softmax: bf16 logits lose too much precision in logsumexp over a 50k vocab
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     nll_sum = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), ignore_index=-100, reduction="sum")
-    return nll_sum / valid.sum().clamp_min(1)
+    return nll_sum / (valid.sum().clamp_min(1) if n_tokens is None else n_tokens)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -73,6 +78,7 @@ def batched_kwise_ranking_loss(
     rewards_flat: torch.Tensor,
     rankings: Sequence[Sequence[int]],
     sizes: Sequence[int] | None = None,
+    n_prompts: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
     """K-wise ranking loss over a batch of several whole prompts, each with its own K.
 
@@ -83,6 +89,9 @@ def batched_kwise_ranking_loss(
     The batch loss is the mean over prompts of each prompt's kwise_ranking_loss: each prompt is one
     batch element with weight 1 whatever its K, as the paper trains "all C(K,2) comparisons from
     each prompt as a single batch element" (Ouyang et al. 2022, sec. 3.5).
+
+    n_prompts: divide the summed per-prompt losses by this instead of len(rankings): the prompt count of
+    the whole optimizer step when it is split over ranks, so that every prompt keeps weight 1 / n_prompts.
 
     stats (detached): n_correct_pairs (pairs with r_w > r_l strictly; ties count as wrong),
     n_pairs (int), accuracy = n_correct_pairs / n_pairs.
@@ -98,7 +107,7 @@ def batched_kwise_ranking_loss(
         margins = _ranked_pair_margins(rewards, ranking)  # (C(K,2),)
         losses.append(-F.logsigmoid(margins).mean())
         margins_all.append(margins)
-    loss = torch.stack(losses).mean()
+    loss = torch.stack(losses).sum() / (len(losses) if n_prompts is None else n_prompts)
     margins = torch.cat(margins_all).detach()  # (total pairs,)
     n_correct = (margins > 0).sum()
     stats = {

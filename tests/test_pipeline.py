@@ -82,7 +82,7 @@ def test_unknown_option_is_a_clear_error():
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(pipeline, monkeypatch):
     out, _ = pipeline
     before = (out / "sft" / "model.pt").read_bytes()
-    monkeypatch.setattr(train_sft, "sft_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(train_sft, "sft_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     cfg = parse_config(train_sft.Config, ["--preset=tiny", f"--out_dir={out}", f"--init_from={out}/base/model.pt"],
                        train_sft.PRESETS)
     with pytest.raises(SystemExit, match="sft: loss became nan at step 0"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import train_ppo
-from minigpt_rlhf.common import compute_init
+from minigpt_rlhf.common import compute_init, make_scaler
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
 from minigpt_rlhf.rollout import compute_advantages, make_rollout
@@ -114,6 +114,6 @@ def test_tiny_ppo_run_raises_a_trivially_learnable_reward():
     for it in range(8):
         r = compute_advantages(rollout(policy, ref, value, cfg, seed=it, prompts=prompts), cfg.kl_coef, 1.0, 0.95)
         means.append(float(r.scores.mean()))
-        train_ppo.ppo_update(policy, value, opt, r, cfg, banned, None, rng, rt, ptx_coef=0.0)
+        train_ppo.ppo_update(policy, value, opt, make_scaler(rt), r, cfg, banned, None, rng, rt, ptx_coef=0.0)
     final = float(rollout(policy, ref, value, cfg, seed=99, prompts=prompts).scores.mean())
     assert final > means[0] + 0.75, (means, final)

@@ -1,0 +1,131 @@
+"""Exact resume and clean interruption, shared by the three stages.
+
+A stage that stops early (Ctrl-C, `--stop_at=N`, or a kill after its last periodic save) leaves
+out/<stage>/resume.pt, and `--resume=True` continues from it as if it had never stopped: the same
+losses, step for step (tests/test_resume.py checks this for every stage). The file holds, besides the
+uncompiled model:
+
+  optimizer   optimizer.state_dict(): AdamW's moments and step counts
+  scaler      the fp16 GradScaler's state (its scale), when there is one
+  step        the next step to run; the LR schedule is a pure function of it
+  rng         ONE ENTRY PER RANK: python, numpy and torch (+ cuda) global states, and the stage's own
+              numpy Generator and torch Generator (its data order, rollout prompts, sampling noise)
+  ...         whatever else the stage needs: SFT its data permutation and offset, PPO the value model
+              and the KL controller
+
+Everything is a tensor or a Python primitive, so it loads with torch.load(weights_only=True). It is
+written atomically (checkpoint.atomic_save) by rank 0, and deleted when the stage finishes: a finished
+stage has nothing to resume, and its result is out/<stage>/model.pt.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoint import load_checkpoint
+
+
+def resume_path(out_dir: str, stage: str) -> str:
+    return os.path.join(out_dir, stage, "resume.pt")
+
+
+def rng_state(np_gen: np.random.Generator | None = None, torch_gen: torch.Generator | None = None) -> dict:
+    """Every random stream of this process, as tensors and primitives."""
+    np_global = np.random.get_state(legacy=False)
+    np_global["state"]["key"] = torch.from_numpy(np_global["state"]["key"].astype(np.int64))  # (624,)
+    return {
+        "python": random.getstate(),
+        "numpy": np_global,
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "np_gen": np_gen.bit_generator.state if np_gen is not None else None,
+        "torch_gen": torch_gen.get_state() if torch_gen is not None else None,
+    }
+
+
+def set_rng_state(state: dict, np_gen: np.random.Generator | None = None, torch_gen: torch.Generator | None = None):
+    """The inverse of rng_state: `np_gen` and `torch_gen` are set in place."""
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    np_global = dict(state["numpy"], state=dict(state["numpy"]["state"]))
+    np_global["state"]["key"] = np_global["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(np_global)
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if np_gen is not None:
+        np_gen.bit_generator.state = state["np_gen"]
+    if torch_gen is not None:
+        torch_gen.set_state(state["torch_gen"])
+
+
+def all_rng_states(rt, np_gen=None, torch_gen=None) -> list[dict]:
+    """rng_state of every rank, in rank order (a collective under torchrun: every rank must call it)."""
+    mine = rng_state(np_gen, torch_gen)
+    if not rt.ddp:
+        return [mine]
+    states = [None] * rt.world_size
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def load_resume(out_dir: str, stage: str, rt) -> dict:
+    """The resume state of a stage, with a clear error when there is none or the world size changed."""
+    path = resume_path(out_dir, stage)
+    hint = (f"There is nothing to resume: {stage} either finished (its result is {os.path.join(out_dir, stage)}"
+            "/model.pt) or never saved a resume state. Run without --resume=True to start over.")
+    state = load_checkpoint(path, f"{stage} resume state", hint)
+    if len(state["rng"]) != rt.world_size:
+        raise SystemExit(f"{path} was saved by {len(state['rng'])} process(es) but this run has {rt.world_size}: "
+                         f"exact resume needs the same number of processes")
+    return state
+
+
+def restore_rng(state: dict, rt, np_gen=None, torch_gen=None):
+    set_rng_state(state["rng"][rt.rank], np_gen, torch_gen)
+
+
+class Stopper:
+    """Turns Ctrl-C (SIGINT) into a flag that the training loop checks at the end of each step, so that it
+    saves the resume state and exits cleanly instead of dying mid-step; `stop_at` > 0 stops the same way
+    once that many steps are done. Under torchrun the decision is all-reduced, so that every rank stops
+    at the same step (a rank that left alone would hang the others in their next all-reduce).
+
+        with Stopper(config.stop_at, rt) as stopper:
+            for step in range(start, n_steps):
+                ...
+                if stopper.should_stop(step + 1):
+                    save the resume state; break
+    """
+
+    def __init__(self, stop_at: int, rt):
+        self.stop_at, self.rt, self.requested, self.stopped = stop_at, rt, False, False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+    def _on_sigint(self, *_):
+        if self.requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this step, saving the resume state, then exiting (Ctrl-C again to abort)",
+              flush=True)
+
+    def should_stop(self, steps_done: int) -> bool:
+        stop = self.requested or (self.stop_at > 0 and steps_done >= self.stop_at)
+        if self.rt.ddp:
+            flag = torch.tensor([float(stop)], device=self.rt.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item() > 0)
+        self.stopped = self.stopped or stop
+        return stop
