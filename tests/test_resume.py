@@ -1,0 +1,129 @@
+"""Exact resume (minigpt_rlhf/resume.py): for each stage, N steps straight equal N/2 steps, a stop, a
+resume and N/2 more: the same logged losses, step for step, and the same final weights, bit for bit.
+Stops come from --stop_at and from a real SIGINT (Ctrl-C) delivered in the middle of training."""
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+import train_ppo
+import train_rm
+import train_sft
+from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.resume import resume_path
+
+TIMING_KEYS = {"tokens_per_s", "rollout_time_frac"}  # wall-clock figures differ from run to run
+
+
+def run(script, out, *args):
+    cfg = parse_config(script.Config, ["--preset=tiny", f"--out_dir={out}", "--device=cpu", *args], script.PRESETS)
+    return script.main(cfg)
+
+
+def log_rows(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in open(path)]
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The reference: each stage run once without stopping (tiny preset: 20 pretraining steps, 20 SFT steps)."""
+    out = tmp_path_factory.mktemp("straight")
+    run(train_sft, out)
+    run(train_rm, out, "--max_prompts=24", "--prompts_per_batch=2")  # 16 train prompts: 8 RM steps
+    run(train_ppo, out, "--iterations=4")
+    return out
+
+
+def test_sft_stopped_in_pretraining_resumes_exactly(straight, tmp_path):
+    result = run(train_sft, tmp_path, "--stop_at=10")
+    assert result == {"interrupted": True, "phase": "pretrain"}
+    assert os.path.exists(resume_path(tmp_path, "sft")) and not (tmp_path / "sft" / "model.pt").exists()
+    assert len(log_rows(tmp_path / "base" / "log.jsonl")) == 10
+    run(train_sft, tmp_path, "--resume=True")
+    assert log_rows(tmp_path / "base" / "log.jsonl") == log_rows(straight / "base" / "log.jsonl")
+    assert log_rows(tmp_path / "sft" / "log.jsonl") == log_rows(straight / "sft" / "log.jsonl")
+    assert_same_weights(tmp_path / "sft" / "model.pt", straight / "sft" / "model.pt")
+    assert not os.path.exists(resume_path(tmp_path, "sft"))  # a finished stage has nothing to resume
+
+
+def test_sft_stopped_by_ctrl_c_in_sft_resumes_exactly(straight, tmp_path, monkeypatch):
+    """A real SIGINT in the middle of SFT step 7 (counting from 0, after 20 pretraining steps)."""
+    calls = {"n": 0}
+    real = train_sft.clip_and_step
+
+    def ctrl_c_at_sft_step_7(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20 + 8:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag: the step finishes
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_sft, "clip_and_step", ctrl_c_at_sft_step_7)
+    assert run(train_sft, tmp_path) == {"interrupted": True, "phase": "sft"}
+    assert len(log_rows(tmp_path / "sft" / "log.jsonl")) == 8
+    monkeypatch.setattr(train_sft, "clip_and_step", real)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    run(train_sft, tmp_path, "--resume=True")
+    assert log_rows(tmp_path / "sft" / "log.jsonl") == log_rows(straight / "sft" / "log.jsonl")
+    assert_same_weights(tmp_path / "sft" / "model.pt", straight / "sft" / "model.pt")
+
+
+def copy_stage(src, dst, *names):
+    for name in names:
+        shutil.copytree(src / name, dst / name)
+
+
+def test_rm_resumes_exactly(straight, tmp_path):
+    copy_stage(straight, tmp_path, "base", "sft")
+    (tmp_path / "rm").mkdir()
+    for f in ("comparisons.jsonl", "labeler.json"):  # the saved comparisons are reused, as after a stop
+        shutil.copy(straight / "rm" / f, tmp_path / "rm" / f)
+    args = ["--max_prompts=24", "--prompts_per_batch=2"]
+    assert run(train_rm, tmp_path, *args, "--stop_at=4") == {"interrupted": True, "steps_done": 4}
+    assert not (tmp_path / "rm" / "model.pt").exists()
+    run(train_rm, tmp_path, *args, "--resume=True")
+    ref = log_rows(straight / "rm" / "log.jsonl")
+    assert len(ref) == 8 and log_rows(tmp_path / "rm" / "log.jsonl") == ref
+    assert_same_weights(tmp_path / "rm" / "model.pt", straight / "rm" / "model.pt")
+    a = json.loads((tmp_path / "rm" / "eval.json").read_text())
+    b = json.loads((straight / "rm" / "eval.json").read_text())
+    assert a["accuracy_vs_labels"] == b["accuracy_vs_labels"] and a["reward_shift"] == b["reward_shift"]
+
+
+def test_ppo_resumes_exactly(straight, tmp_path):
+    copy_stage(straight, tmp_path, "base", "sft", "rm")
+    assert run(train_ppo, tmp_path, "--iterations=4", "--stop_at=2")["iterations_done"] == 2
+    state = torch.load(resume_path(tmp_path, "ppo"), weights_only=True)  # plain tensors and primitives only
+    assert state["step"] == 2 and {"value_model", "optimizer", "kl_ctl", "rng"} <= state.keys()
+    run(train_ppo, tmp_path, "--iterations=4", "--resume=True")
+    ref = log_rows(straight / "ppo" / "log.jsonl")
+    assert [r["iteration"] for r in ref] == [0, 1, 2, 3]
+    assert log_rows(tmp_path / "ppo" / "log.jsonl") == ref
+    assert_same_weights(tmp_path / "ppo" / "model.pt", straight / "ppo" / "model.pt")
+    a = json.loads((tmp_path / "ppo" / "eval.json").read_text())
+    b = json.loads((straight / "ppo" / "eval.json").read_text())
+    assert a["win_rate_vs_sft"] == b["win_rate_vs_sft"] and a["kl_from_sft"] == b["kl_from_sft"]
+
+
+def test_resume_without_a_saved_state_is_a_clear_error(straight):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        run(train_ppo, straight, "--iterations=4", "--resume=True")
+
+
+def test_rm_cannot_resume_and_relabel(straight):
+    with pytest.raises(SystemExit, match="cannot --relabel"):
+        run(train_rm, straight, "--resume=True", "--relabel=True")
