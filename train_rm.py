@@ -211,7 +211,7 @@ def evaluate(rm, tok, val, temperature, rt, rng) -> dict:
     }
 
 
-def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt) -> tuple[float, float]:
+def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) -> tuple[float, float]:
     """Forward and backward of one RM optimizer step over the whole prompts in `batch` (indices into
     encoded / rankings). Rank r takes prompts r, r + W, ...: a prompt's K responses go through ONE forward
     pass on one rank, so its pairs are never split. The summed per-prompt losses are divided by the number
@@ -222,7 +222,8 @@ def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt) -> tuple[float,
     with rt.autocast():
         rewards = score_comparisons(train_rm, [encoded[i] for i in mine], pad_id, rt.device)
     loss, stats = batched_kwise_ranking_loss(rewards.float(), [rankings[i] for i in mine], n_prompts=len(batch))
-    (loss * rt.world_size).backward()
+    loss_w = loss * rt.world_size
+    (scaler.scale(loss_w) if scaler is not None else loss_w).backward()  # fp16: scaled (common.make_scaler)
     n_correct = all_reduce_mean(float(stats["n_correct_pairs"]), rt)
     n_pairs = all_reduce_mean(float(stats["n_pairs"]), rt)
     return all_reduce_mean(loss.item(), rt) * rt.world_size, n_correct / n_pairs
@@ -302,7 +303,7 @@ def main(config: Config) -> dict:
     with Stopper(config.stop_at, rt) as stopper:
         for step in bar:
             set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
-            loss, accuracy = rm_step_loss(train_rm, encoded, rankings, batches[step], tok.pad_id, rt)
+            loss, accuracy = rm_step_loss(train_rm, encoded, rankings, batches[step], tok.pad_id, rt, scaler)
             if not np.isfinite(loss):
                 raise SystemExit(f"rm: loss became {loss} at step {step}; stopping (the last saved checkpoint "
                                  "is left as it was). Try a lower learning rate.")

@@ -195,7 +195,7 @@ def sft_val_loss(model, data: SFTData, rt, batch_size=64) -> float:
     return total / count
 
 
-def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1) -> float:
+def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1, scaler=None) -> float:
     """Forward and backward of one SFT optimizer step over `rows` (the demonstrations of the WHOLE step,
     all ranks and micro-steps). Rank r takes rows r, r + W, ... of each of the grad_accum micro-batches.
     Every token's loss is divided by the token count of the whole step, and by nothing else (times W,
@@ -211,7 +211,7 @@ def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1) -> 
             train_model.require_backward_grad_sync = k == grad_accum - 1
         with rt.autocast():
             loss = sft_loss(train_model(x).float(), y, m, n_tokens=n_tokens) * rt.world_size
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()  # fp16: scaled (common.make_scaler)
         total += loss.item() / rt.world_size
     return all_reduce_mean(total, rt) * rt.world_size
 
@@ -257,7 +257,7 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
             order, pos = rng.permutation(len(train)), 0
         rows = order[pos: pos + config.batch_size]
         pos += len(rows)
-        loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum)
+        loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum, scaler)
         check_finite(torch.tensor(loss), step, "sft")
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         metrics = {"step": step, "loss": loss}
