@@ -1,0 +1,151 @@
+"""Where a PPO iteration's time goes: rollout generation, scoring by the four models, advantages, update.
+
+    python bench/bench_ppo.py                       # laptop default config, checkpoints from out/ if present
+    python bench/bench_ppo.py --iterations=5 --threads=1
+
+Runs the same steps as train_ppo.py's loop (minigpt_rlhf.rollout.make_rollout, then compute_advantages and
+train_ppo.ppo_update) on the laptop default config, but times each part on its own:
+
+  generate   batched KV-cache sampling of rollout_batch_size responses (sampling.generate)
+  policy     the full forward that recomputes the old log-probs (same minibatches as the first epoch)
+  ref        the reference (SFT) log-probs          value   V(s_t) from the value model
+  rm         the reward model's score at EOS        adv     KL-shaped rewards, GAE, whitening
+  update     ppo_epochs x (rollout_batch_size / minibatch_size) gradient steps (+ the ptx term)
+
+With out/sft/model.pt and out/rm/model.pt (after `python train_ppo.py` or train_sft + train_rm) the models are
+the trained ones, so responses have their real lengths; without them, randomly initialised models of the
+laptop shape, whose responses rarely emit EOS (so generation runs the full max_new_tokens: an upper bound).
+The target of issue 6: generation at most half the iteration time. Timings are medians over --iterations,
+after one untimed warm-up iteration; the foreign-load column says how busy the rest of the machine was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import train_ppo  # noqa: E402
+import train_sft  # noqa: E402
+from bench_generate import ForeignLoad  # noqa: E402
+from minigpt_rlhf import ppo  # noqa: E402
+from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from minigpt_rlhf.common import compute_init, make_scaler  # noqa: E402
+from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts  # noqa: E402
+from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding  # noqa: E402
+from minigpt_rlhf.rollout import Rollout, compute_advantages, policy_logprobs, value_estimates  # noqa: E402
+from minigpt_rlhf.sampling import banned_token_ids, generate  # noqa: E402
+from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
+
+PARTS = ["generate", "policy", "ref", "value", "rm", "adv", "update"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", default=str(ROOT / "out"), help="where sft/model.pt and rm/model.pt are")
+    p.add_argument("--iterations", type=int, default=3, help="timed iterations (after one warm-up)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    return p.parse_args(argv)
+
+
+def load_models(out_dir, tok):
+    sft_path, rm_path = os.path.join(out_dir, "sft", "model.pt"), os.path.join(out_dir, "rm", "model.pt")
+    if os.path.exists(sft_path) and os.path.exists(rm_path):
+        sft, rm = load_checkpoint(sft_path), load_checkpoint(rm_path)
+        make = [lambda: model_from_checkpoint(sft, tok)] * 2 + [lambda: model_from_checkpoint(rm, tok)] * 2
+        source = f"trained checkpoints from {out_dir}"
+    else:
+        c = train_sft.Config()
+        cfg = GPTConfig(block_size=c.block_size, vocab_size=((tok.n_vocab + 63) // 64) * 64, n_layer=c.n_layer,
+                        n_head=c.n_head, n_embd=c.n_embd, dropout=0.0)
+        make = [lambda: GPT(cfg)] * 2 + [lambda: swap_unembedding(GPT(cfg))] * 2
+        source = "random laptop-shaped models (no checkpoints found)"
+    policy, ref, rm, value = (train_ppo.no_dropout(m()) for m in make)
+    return policy, train_ppo.frozen(ref), train_ppo.frozen(rm), value, source
+
+
+def timed(times, name, fn):
+    t0 = time.perf_counter()
+    out = fn()
+    times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+    return out
+
+
+def iteration(policy, ref, rm, value_model, optimizer, scaler, prompts, corpus, config, tok, banned, rng, gen, rt):
+    """One PPO iteration, as train_ppo.main runs it (make_rollout inlined to time each model)."""
+    times = {}
+    batch = [prompts[i]["ids"] for i in rng.choice(len(prompts), config.rollout_batch_size, replace=False)]
+    with torch.no_grad():
+        s = timed(times, "generate", lambda: generate(policy, batch, config.max_new_tokens, tok.eos_id, tok.pad_id,
+                                                      temperature=config.temperature, n_vocab=tok.n_vocab,
+                                                      generator=gen))
+        tokens, mask, P = s.tokens, s.attention_mask, s.prompt_tokens.size(1)
+        parts = {k: [] for k in ("policy", "ref", "value", "rm")}
+        for i in range(0, tokens.size(0), config.minibatch_size):
+            t, m = tokens[i: i + config.minibatch_size], mask[i: i + config.minibatch_size]
+            T = config.temperature
+            parts["policy"].append(timed(times, "policy", lambda: policy_logprobs(policy, t, m, P, T, banned)))
+            parts["ref"].append(timed(times, "ref", lambda: policy_logprobs(ref, t, m, P, T, banned)))
+            parts["value"].append(timed(times, "value", lambda: value_estimates(value_model, t, m, P)))
+            scores = timed(times, "rm", lambda: rm(t, attention_mask=m).float())
+            parts["rm"].append(scores.gather(1, ppo.last_token_index(m)[:, None]).squeeze(1))
+    rm_scores = torch.cat(parts["rm"])
+    r = Rollout(tokens=tokens, attention_mask=mask, prompt_len=P, response_mask=s.response_mask.float(),
+                logprobs=torch.cat(parts["policy"]), ref_logprobs=torch.cat(parts["ref"]),
+                values=torch.cat(parts["value"]), rm_scores=rm_scores, ended=s.ended,
+                scores=torch.where(s.ended, rm_scores, torch.full_like(rm_scores, config.no_eos_penalty)))
+    r = timed(times, "adv", lambda: compute_advantages(r, config.kl_coef, config.gamma, config.lam))
+    timed(times, "update", lambda: train_ppo.ppo_update(policy, value_model, optimizer, scaler, r, config, banned,
+                                                        corpus, rng, rt, config.ptx_coef))
+    times["response_tokens"] = float(r.response_mask.sum()) / r.tokens.size(0)
+    return times
+
+
+def main(args):
+    torch.set_num_threads(args.threads)
+    config = train_ppo.Config()
+    rt = compute_init("cpu", "float32", config.seed)
+    tok = get_tokenizer()
+    policy, ref, rm, value_model, source = load_models(args.out_dir, tok)
+    banned = banned_token_ids(policy.config.vocab_size, tok.n_vocab, tok.pad_id)
+    optimizer = torch.optim.AdamW(list(policy.parameters()) + list(value_model.parameters()), lr=config.lr,
+                                  eps=config.adam_eps, weight_decay=0.0)
+    prompts, _ = encode_prompts(tok, read_prompts(ROOT / "data" / "ppo_prompts.jsonl"), config.max_prompt_len, "")
+    corpus = TokenStream(tok, ROOT / "data" / "corpus_train.txt")
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    print(f"models: {source}; {config.rollout_batch_size} rollouts x up to {config.max_new_tokens} tokens, "
+          f"{config.ppo_epochs} epochs of minibatch {config.minibatch_size}, ptx_coef {config.ptx_coef}; "
+          f"{args.threads} thread(s)")
+    args_ = (policy, ref, rm, value_model, optimizer, make_scaler(rt), prompts, corpus, config, tok, banned, rng,
+             gen, rt)
+    iteration(*args_)  # warm-up
+    rows = []
+    for _ in range(args.iterations):
+        with ForeignLoad() as load:
+            rows.append(iteration(*args_))
+        rows[-1]["foreign"] = load.cores if load.cores is not None else float("nan")
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    total = statistics.median(sum(r[k] for k in PARTS) for r in rows)
+    print(f"\n| part | median s | share of iteration |\n|---|---:|---:|")
+    for k in PARTS:
+        print(f"| {k} | {med[k]:.3f} | {med[k] / total:.1%} |")
+    scoring = sum(med[k] for k in ("policy", "ref", "value", "rm"))
+    print(f"| **iteration** | **{total:.3f}** | 100% |")
+    print(f"\nscoring (policy + ref + value + rm): {scoring:.3f} s; generation share {med['generate'] / total:.1%} "
+          f"(target <= 50%); {config.rollout_batch_size / total:.1f} samples/s; mean response "
+          f"{med['response_tokens']:.1f} tokens; foreign load per iteration (cores): "
+          + ", ".join(f"{r['foreign']:.2f}" for r in rows))
+
+
+if __name__ == "__main__":
+    main(parse_args())
