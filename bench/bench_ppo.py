@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_generate import ForeignLoad  # noqa: E402
+
 import train_ppo  # noqa: E402
 import train_sft  # noqa: E402
-from bench_generate import ForeignLoad  # noqa: E402
 from minigpt_rlhf import ppo  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from minigpt_rlhf.common import compute_init, make_scaler  # noqa: E402
@@ -74,9 +75,9 @@ def load_models(out_dir, tok):
     return policy, train_ppo.frozen(ref), train_ppo.frozen(rm), value, source
 
 
-def timed(times, name, fn):
+def timed(times, name, fn, *args):
     t0 = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     times[name] = times.get(name, 0.0) + time.perf_counter() - t0
     return out
 
@@ -94,10 +95,10 @@ def iteration(policy, ref, rm, value_model, optimizer, scaler, prompts, corpus, 
         for i in range(0, tokens.size(0), config.minibatch_size):
             t, m = tokens[i: i + config.minibatch_size], mask[i: i + config.minibatch_size]
             T = config.temperature
-            parts["policy"].append(timed(times, "policy", lambda: policy_logprobs(policy, t, m, P, T, banned)))
-            parts["ref"].append(timed(times, "ref", lambda: policy_logprobs(ref, t, m, P, T, banned)))
-            parts["value"].append(timed(times, "value", lambda: value_estimates(value_model, t, m, P)))
-            scores = timed(times, "rm", lambda: rm(t, attention_mask=m).float())
+            parts["policy"].append(timed(times, "policy", policy_logprobs, policy, t, m, P, T, banned))
+            parts["ref"].append(timed(times, "ref", policy_logprobs, ref, t, m, P, T, banned))
+            parts["value"].append(timed(times, "value", value_estimates, value_model, t, m, P))
+            scores = timed(times, "rm", rm, t, m).float()
             parts["rm"].append(scores.gather(1, ppo.last_token_index(m)[:, None]).squeeze(1))
     rm_scores = torch.cat(parts["rm"])
     r = Rollout(tokens=tokens, attention_mask=mask, prompt_len=P, response_mask=s.response_mask.float(),
@@ -136,7 +137,7 @@ def main(args):
         rows[-1]["foreign"] = load.cores if load.cores is not None else float("nan")
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     total = statistics.median(sum(r[k] for k in PARTS) for r in rows)
-    print(f"\n| part | median s | share of iteration |\n|---|---:|---:|")
+    print("\n| part | median s | share of iteration |\n|---|---:|---:|")
     for k in PARTS:
         print(f"| {k} | {med[k]:.3f} | {med[k] / total:.1%} |")
     scoring = sum(med[k] for k in ("policy", "ref", "value", "rm"))

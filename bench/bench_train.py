@@ -10,6 +10,8 @@ AdamW step to both. Before timing, the script checks that both give the same los
     python bench/bench_train.py --optimizer                      # + AdamW step on both
     python bench/bench_train.py --preset=gpt2 --batch=4 --repeats=3
     python bench/bench_train.py --hf_attn=eager
+    python bench/bench_train.py --stages                         # our SFT and RM steps, eager vs compiled
+    python bench/bench_train.py --stages --preset=gpu --device=cuda   # GPT-2-small shape on a GPU, with MFU
 
 Timing: warm-up steps, then --repeats rounds; in each round each model does --steps training steps (so
 slow drift of a shared machine affects both alike). Reported: the median over rounds of the time per step.
@@ -45,7 +47,116 @@ def parse_args(argv=None):
     p.add_argument("--hf_attn", choices=["sdpa", "eager"], default="sdpa",
                    help="attn_implementation of the transformers model")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--stages", action="store_true",
+                   help="time our real SFT and RM training steps (eager vs torch.compile) instead of the HF race")
+    p.add_argument("--device", default="cpu", help="--stages only: cpu | cuda")
+    p.add_argument("--no_compile", action="store_true", help="--stages only: eager only")
+    args = p.parse_args(argv)
+    if args.stages and args.preset not in STAGE_PRESETS:
+        p.error(f"--stages takes --preset in {sorted(STAGE_PRESETS)}")
+    return args
+
+
+# --stages: the model shapes of train_sft.py's presets
+STAGE_PRESETS = {"laptop": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
+                 "gpu": dict(n_layer=12, n_head=12, n_embd=768, block_size=256)}
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak, per GPU
+
+
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> float:
+    """Training FLOPs per token, forward + backward: 6N for the matmuls with the weights, plus 12 L T d for
+    attention's QK^T and AV (Chowdhery et al. 2022, PaLM, appendix B; the estimate nanoGPT's MFU uses).
+    N counts the non-embedding weights plus the tied unembedding (which is a matmul)."""
+    return 6 * n_params + 12 * n_layer * n_embd * seq_len
+
+
+def bench_stages(args):
+    """Tokens/s of the real SFT step (train_sft.sft_step_loss + clip + AdamW) and RM step (train_rm.rm_step_loss
+    + clip + AdamW) on the real data, eager and compiled; MFU on CUDA."""
+    import numpy as np
+
+    import train_rm
+    import train_sft
+    from minigpt_rlhf.common import compute_init
+    from minigpt_rlhf.data import SFTData, read_sft
+    from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
+    from minigpt_rlhf.reward import encode_responses
+    from minigpt_rlhf.tokenizer import get_tokenizer
+
+    root = Path(__file__).resolve().parents[1]
+    rt = compute_init(args.device, "auto", args.seed)
+    tok = get_tokenizer()
+    shape = STAGE_PRESETS[args.preset]
+    cfg = GPTConfig(vocab_size=((tok.n_vocab + 63) // 64) * 64, dropout=0.0, **shape)
+    demos = read_sft(root / "data" / "sft_train.jsonl")
+    sft_data = SFTData(tok, demos, cfg.block_size)
+    rng = np.random.default_rng(args.seed)
+    # RM batches: 4 prompts x K = 6 responses (demonstrations of other prompts stand in: content is irrelevant)
+    rm_prompts = [[encode_responses(tok, demos[i]["prompt"], [demos[j]["response"] for j in rng.choice(len(demos), 6)])
+                   for i in rng.choice(len(demos), 4)] for _ in range(8)]
+    rankings = [list(rng.permutation(6)) for _ in range(4)]
+    gpu = torch.cuda.get_device_name() if rt.device.type == "cuda" else ""
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
+    print(f"torch {torch.__version__}, device {rt.device} {gpu}, dtype {rt.dtype}, threads {torch.get_num_threads()}")
+    print(f"preset {args.preset}: {shape}; SFT batch {args.batch} demonstrations, RM batch 4 prompts x 6 responses")
+    print("\n| stage | mode | median ms/step | tokens/s | MFU | first step (compile) s |")
+    print("|---|---|---:|---:|---:|---:|")
+    results = {}
+    for stage in ("sft", "rm"):
+        for mode in ("eager",) if args.no_compile else ("eager", "compiled"):
+            torch.manual_seed(args.seed)
+            model = GPT(cfg).to(rt.device)
+            if stage == "rm":
+                model = swap_unembedding(model)
+            train_model = torch.compile(model) if mode == "compiled" else model
+            optimizer = model.configure_optimizer(1e-4, 0.1, fused=rt.device.type == "cuda")
+            n_params = sum(p.numel() for n, p in model.named_parameters() if "wpe" not in n)
+
+            def step(i, stage=stage, train_model=train_model, model=model, optimizer=optimizer):
+                if stage == "sft":
+                    rows = list(rng.choice(len(sft_data), args.batch, replace=False))
+                    train_sft.sft_step_loss(train_model, sft_data, rows, rt)
+                    x = sft_data.batch(rows)[0]
+                else:
+                    batch = rm_prompts[i % len(rm_prompts)]
+                    train_rm.rm_step_loss(train_model, batch, rankings, list(range(4)), tok.pad_id, rt)
+                    x = torch.zeros(sum(len(e) for e in batch), max(len(s) for e in batch for s in e))
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                return x.shape
+
+            def sync():
+                if rt.device.type == "cuda":
+                    torch.cuda.synchronize()
+
+            t0 = time.perf_counter()
+            step(0)
+            sync()
+            first = time.perf_counter() - t0
+            for i in range(args.warmup):
+                step(i + 1)
+            per_step, tokens = [], 0
+            for r in range(args.repeats):
+                sync()
+                t0 = time.perf_counter()
+                shapes = [step(r * args.steps + i) for i in range(args.steps)]
+                sync()
+                per_step.append((time.perf_counter() - t0) / args.steps)
+                tokens = sum(b * t for b, t in shapes) / args.steps
+            med = statistics.median(per_step)
+            mean_t = statistics.mean(t for _, t in shapes)
+            tps = tokens / med
+            mfu = tps * flops_per_token(n_params, cfg.n_layer, cfg.n_embd, mean_t) / peak if peak else None
+            results[(stage, mode)] = tps
+            print(f"| {stage} | {mode} | {1000 * med:.1f} | {tps:.0f} | {f'{mfu:.1%}' if mfu else '-'} | {first:.1f} |",
+                  flush=True)
+    if not args.no_compile:
+        for stage in ("sft", "rm"):
+            print(f"{stage}: compiled vs eager {results[(stage, 'compiled')] / results[(stage, 'eager')]:.2f}x")
+    print("tokens = input positions of the padded batches (padding included); MFU = tokens/s x "
+          "(6N + 12 L T d) / peak bf16 FLOP/s")
+    return results
 
 
 def next_token_loss(logits, targets):
@@ -55,6 +166,8 @@ def next_token_loss(logits, targets):
 
 def main(args):
     torch.set_num_threads(args.threads)
+    if args.stages:
+        return bench_stages(args)
     torch.manual_seed(args.seed)
     import transformers
 
