@@ -13,18 +13,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(Path(sys.executable).parent / "torchrun"),
-                    reason="torchrun not installed")
-def test_all_three_stages_run_under_torchrun_with_two_processes(tmp_path):
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+pytestmark = pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun not installed")
+
+
+def torchrun(*args):
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "train_ppo.py", "--preset=tiny",
-           f"--out_dir={tmp_path}", "--device=cpu"]
+    cmd = [TORCHRUN, "--nproc_per_node=2", f"--master_port={port}", "train_ppo.py", "--preset=tiny", "--device=cpu",
+           *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def ppo_log(out):
+    timing = {"tokens_per_s", "rollout_time_frac"}
+    return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (out / "ppo" / "log.jsonl").open()]
+
+
+def test_all_three_stages_run_under_torchrun_with_two_processes(tmp_path):
+    proc = torchrun(f"--out_dir={tmp_path}")
     for stage in ("base", "sft", "rm", "ppo"):
         assert (tmp_path / stage / "model.pt").exists()
     # one writer: each log has exactly one line per step, not one per rank
@@ -34,3 +45,15 @@ def test_all_three_stages_run_under_torchrun_with_two_processes(tmp_path):
     assert [r["iteration"] for r in ppo_log] == [0, 1]
     # rank 0 alone prints the final table
     assert proc.stdout.count("gold win rate of PPO over SFT") == 1
+
+
+def test_ppo_resumes_exactly_under_torchrun(tmp_path):
+    """Both ranks' random streams are saved and restored: stopped after 1 of 3 iterations and resumed, the
+    two-process run logs what a straight two-process run logs."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    torchrun(f"--out_dir={straight}", "--iterations=3")
+    for stage in ("base", "sft", "rm"):
+        shutil.copytree(straight / stage, resumed / stage)
+    assert "stopped after iteration 1" in torchrun(f"--out_dir={resumed}", "--iterations=3", "--stop_at=1").stdout
+    torchrun(f"--out_dir={resumed}", "--iterations=3", "--resume=True")
+    assert len(ppo_log(straight)) == 3 and ppo_log(resumed) == ppo_log(straight)
