@@ -88,3 +88,28 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(pip
     with pytest.raises(SystemExit, match="sft: loss became nan at step 0"):
         train_sft.main(cfg)
     assert (out / "sft" / "model.pt").read_bytes() == before
+
+
+def test_non_finite_rm_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(pipeline, monkeypatch):
+    out, _ = pipeline
+    before = (out / "rm" / "model.pt").read_bytes()
+
+    def nan_loss(rewards, rankings, n_prompts=None):
+        return rewards.sum() * float("nan"), {"n_correct_pairs": torch.tensor(0), "n_pairs": 1}
+
+    monkeypatch.setattr(train_rm, "batched_kwise_ranking_loss", nan_loss)
+    cfg = parse_config(train_rm.Config, ["--preset=tiny", f"--out_dir={out}"], train_rm.PRESETS)
+    with pytest.raises(SystemExit, match="rm: loss became nan at step 0"):
+        train_rm.main(cfg)
+    assert (out / "rm" / "model.pt").read_bytes() == before
+
+
+def test_non_finite_ppo_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(pipeline, monkeypatch):
+    out, _ = pipeline
+    before = (out / "ppo" / "model.pt").read_bytes()
+    monkeypatch.setattr(train_ppo, "minibatch_loss",
+                        lambda *a, **k: (torch.tensor(float("nan"), requires_grad=True), {}))
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={out}"], train_ppo.PRESETS)
+    with pytest.raises(SystemExit, match="ppo: loss became nan at iteration 0"):
+        train_ppo.main(cfg)
+    assert (out / "ppo" / "model.pt").read_bytes() == before
