@@ -99,8 +99,8 @@ def bench_stages(args):
     peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
     print(f"torch {torch.__version__}, device {rt.device} {gpu}, dtype {rt.dtype}, threads {torch.get_num_threads()}")
     print(f"preset {args.preset}: {shape}; SFT batch {args.batch} demonstrations, RM batch 4 prompts x 6 responses")
-    print("\n| stage | mode | median ms/step | tokens/s | MFU | first step (compile) s |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("\n| stage | mode | median ms/step | tokens/s | MFU | first step (compile) s | foreign load (cores) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     results = {}
     for stage in ("sft", "rm"):
         for mode in ("eager",) if args.no_compile else ("eager", "compiled"):
@@ -136,21 +136,23 @@ def bench_stages(args):
             first = time.perf_counter() - t0
             for i in range(args.warmup):
                 step(i + 1)
-            per_step, tokens = [], 0
+            per_step, tokens, foreign = [], 0, []
             for r in range(args.repeats):
                 sync()
-                t0 = time.perf_counter()
-                shapes = [step(r * args.steps + i) for i in range(args.steps)]
-                sync()
-                per_step.append((time.perf_counter() - t0) / args.steps)
+                with ForeignLoad() as load:
+                    t0 = time.perf_counter()
+                    shapes = [step(r * args.steps + i) for i in range(args.steps)]
+                    sync()
+                    per_step.append((time.perf_counter() - t0) / args.steps)
+                foreign.append(load.cores if load.cores is not None else float("nan"))
                 tokens = sum(b * t for b, t in shapes) / args.steps
             med = statistics.median(per_step)
             mean_t = statistics.mean(t for _, t in shapes)
             tps = tokens / med
             mfu = tps * flops_per_token(n_params, cfg.n_layer, cfg.n_embd, mean_t) / peak if peak else None
             results[(stage, mode)] = tps
-            print(f"| {stage} | {mode} | {1000 * med:.1f} | {tps:.0f} | {f'{mfu:.1%}' if mfu else '-'} | {first:.1f} |",
-                  flush=True)
+            print(f"| {stage} | {mode} | {1000 * med:.1f} | {tps:.0f} | {f'{mfu:.1%}' if mfu else '-'} | {first:.1f} | "
+                  f"{max(foreign):.2f} |", flush=True)
     if not args.no_compile:
         for stage in ("sft", "rm"):
             print(f"{stage}: compiled vs eager {results[(stage, 'compiled')] / results[(stage, 'eager')]:.2f}x")
