@@ -107,7 +107,9 @@ PRESETS = {
 
 
 def ensure_upstream(config: Config):
-    """Build the SFT and RM stages first if their checkpoints are missing."""
+    """Build the SFT and RM stages first if their checkpoints are missing. With --resume=True, a stage that
+    was stopped midway (it left a resume.pt) continues from where it stopped. Returns the two checkpoint
+    paths and whether an upstream stage was resumed, or None if a stage was stopped (Ctrl-C) again."""
     import train_rm
     import train_sft
 
@@ -118,14 +120,20 @@ def ensure_upstream(config: Config):
                if not os.path.exists(path)]
     common = dict(out_dir=config.out_dir, data_dir=config.data_dir, tokenizer=config.tokenizer,
                   device=config.device, dtype=config.dtype, seed=config.seed)
+    resumed = False
     for script, path in missing:
-        print0(f"{path} not found: running {script.__name__}.py first (preset {config.upstream_preset})")
+        stage = os.path.basename(os.path.dirname(path))  # sft or rm
         cfg = script.Config()
         for k, v in {**script.PRESETS[config.upstream_preset], **common}.items():
             setattr(cfg, k, v)
-        script.main(cfg)
+        cfg.resume = config.resume and os.path.exists(resume_path(config.out_dir, stage))
+        resumed = resumed or cfg.resume
+        print0(f"{path} not found: {'resuming' if cfg.resume else 'running'} {script.__name__}.py first "
+               f"(preset {config.upstream_preset})")
+        if script.main(cfg).get("interrupted"):
+            return None
         barrier()  # rank 0 has written the checkpoint before any rank reads it
-    return sft_path, rm_path
+    return sft_path, rm_path, resumed
 
 
 def frozen(model):
@@ -252,7 +260,11 @@ def kl_to_reference(policy, ref, tok, samples, config, banned, rt):
 
 def main(config: Config) -> dict:
     t0 = time.time()
-    sft_path, rm_path = ensure_upstream(config)
+    upstream = ensure_upstream(config)
+    if upstream is None:
+        print0("stopped before PPO: `python train_ppo.py --resume=True` continues from there")
+        return {"interrupted": True, "iterations_done": 0}
+    sft_path, rm_path, resumed_upstream = upstream
     rt = compute_init(config.device, config.dtype, config.seed)
     tok = get_tokenizer(config.tokenizer)
     sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py`.")
@@ -280,7 +292,8 @@ def main(config: Config) -> dict:
     gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
     local_batch = config.rollout_batch_size // rt.world_size
     start = 0
-    if config.resume:
+    # --resume=True resumes PPO itself, unless it only had to resume an upstream stage and PPO never started
+    if config.resume and (os.path.exists(resume_path(config.out_dir, "ppo")) or not resumed_upstream):
         state = load_resume(config.out_dir, "ppo", rt)
         model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))  # checks tokenizer + shapes
         policy.load_state_dict(state["model"])

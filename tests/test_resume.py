@@ -127,3 +127,25 @@ def test_resume_without_a_saved_state_is_a_clear_error(straight):
 def test_rm_cannot_resume_and_relabel(straight):
     with pytest.raises(SystemExit, match="cannot --relabel"):
         run(train_rm, straight, "--resume=True", "--relabel=True")
+
+
+def test_train_ppo_resume_continues_an_upstream_stage_stopped_midway(straight, tmp_path, monkeypatch):
+    """Ctrl-C while `python train_ppo.py` is still building the SFT stage; then `train_ppo.py --resume=True`
+    finishes SFT exactly, builds the RM and runs PPO from its start."""
+    calls = {"n": 0}
+    real = train_sft.clip_and_step
+
+    def ctrl_c_at_pretraining_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_sft, "clip_and_step", ctrl_c_at_pretraining_step_5)
+    assert run(train_ppo, tmp_path, "--iterations=1")["interrupted"]
+    assert os.path.exists(resume_path(tmp_path, "sft")) and not (tmp_path / "rm").exists()
+    monkeypatch.setattr(train_sft, "clip_and_step", real)
+    result = run(train_ppo, tmp_path, "--iterations=1", "--resume=True")
+    assert "win_rate_vs_sft" in result
+    assert log_rows(tmp_path / "base" / "log.jsonl") == log_rows(straight / "base" / "log.jsonl")
+    assert_same_weights(tmp_path / "sft" / "model.pt", straight / "sft" / "model.pt")
