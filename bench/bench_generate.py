@@ -14,9 +14,11 @@ Every method generates exactly --new_tokens tokens per row: ours is given an EOS
     python bench/bench_generate.py --greedy              # argmax decoding instead of sampling
     python bench/bench_generate.py --preset=gpt2 --batch=4 --new_tokens=32 --repeats=3
     python bench/bench_generate.py --hf_attn=eager       # HF's eager attention instead of SDPA
+    taskset -c 0 python bench/bench_generate.py --threads=1   # one thread, pinned to core 0
 
 Timing: one warm-up call per method, then --repeats rounds; in each round every method runs once (so slow
-drift of the machine affects all of them alike). Reported: the median over rounds.
+drift of the machine affects all of them alike). Reported: the median over the rounds in which other
+processes used at most --max_load cores of the CPUs we run on (the others are printed and discarded).
 """
 
 from __future__ import annotations
@@ -47,27 +49,42 @@ PRESETS = {
 
 class ForeignLoad:
     """CPU time used by OTHER processes while we ran, in cores (0 = the machine was ours alone), from
-    /proc/stat minus our own process time. On a 2-core machine, 2 intra-op threads slow down many times
-    over when another process takes a core, so a figure measured under foreign load is not comparable."""
+    /proc/stat minus our own process time: `cores` on the CPUs this process may run on (all of them, unless
+    pinned with e.g. `taskset -c 0`), `machine` on the whole machine. On a 2-core machine, 2 intra-op threads
+    slow down many times over when another process takes a core, so a figure measured under foreign load
+    is not comparable. Pinned, only load on our own CPUs competes for them (the other cores still share the
+    caches and memory bandwidth)."""
 
     def __enter__(self):
+        self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         self.busy0, self.own0, self.t0 = self._busy(), time.process_time(), time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        self.cores = None
+        self.cores = self.machine = None
         if self.busy0 is not None:
-            other = (self._busy() - self.busy0) - (time.process_time() - self.own0)
-            self.cores = max(other, 0.0) / (time.perf_counter() - self.t0)
+            busy, own, dt = self._busy(), time.process_time() - self.own0, time.perf_counter() - self.t0
+            self.cores = max(busy[0] - self.busy0[0] - own, 0.0) / dt
+            self.machine = max(busy[1] - self.busy0[1] - own, 0.0) / dt
 
-    @staticmethod
-    def _busy():
+    def _busy(self):
+        """Seconds busy (all but idle and iowait) on our CPUs and on the whole machine, or None."""
+        ours = total = 0
         try:
             with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:9]]
+                for line in f:
+                    name, *v = line.split()
+                    if not name.startswith("cpu"):
+                        break
+                    v = [int(x) for x in v[:8]]
+                    busy = sum(v) - v[3] - v[4]
+                    if name == "cpu":
+                        total = busy
+                    elif self.cpus is None or int(name[3:]) in self.cpus:
+                        ours += busy
         except OSError:
             return None
-        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait, in seconds
+        return ours / os.sysconf("SC_CLK_TCK"), total / os.sysconf("SC_CLK_TCK")
 
 
 def parse_args(argv=None):
@@ -80,6 +97,8 @@ def parse_args(argv=None):
     p.add_argument("--greedy", action="store_true", help="argmax decoding (default: sampling at T=1)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--max_load", type=float, default=0.05,
+                   help="rounds in which other processes used more cores than this on our CPUs are discarded")
     p.add_argument("--hf_attn", choices=["sdpa", "eager"], default="sdpa",
                    help="attn_implementation of the transformers model")
     p.add_argument("--methods", default="cache,recompute,hf",
@@ -140,7 +159,7 @@ def main(args):
 
     n_params = sum(p.numel() for p in ours.parameters())
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-          f"{platform.processor() or platform.machine()}")
+          f"{platform.processor() or platform.machine()}, CPUs {sorted(os.sched_getaffinity(0))} of {os.cpu_count()}")
     print(f"preset {args.preset}: {preset}, {n_params / 1e6:.1f}M params")
     print(f"batch {args.batch}, prompt lengths {min(map(len, prompts))}..{max(map(len, prompts))} "
           f"(left-padded to {tokens.size(1)}), {args.new_tokens} new tokens, "
@@ -173,14 +192,26 @@ def main(args):
     times = {m: [] for m in methods}
     for m in methods:  # warm-up
         fns[m]()
+    kept = 0
     for r in range(args.repeats):
         with ForeignLoad() as load:
+            t = {}
             for m in methods:
                 t0 = time.perf_counter()
                 fns[m]()
-                times[m].append(time.perf_counter() - t0)
-        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{m} {times[m][-1]:.3f}s" for m in methods)
-              + (f"; other processes used {load.cores:.2f} cores" if load.cores is not None else ""), flush=True)
+                t[m] = time.perf_counter() - t0
+        ok = load.cores is None or load.cores <= args.max_load
+        if ok:
+            kept += 1
+            for m in methods:
+                times[m].append(t[m])
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{m} {t[m]:.3f}s" for m in methods)
+              + (f"; other processes used {load.cores:.2f} cores on our CPUs {sorted(load.cpus or [])}, "
+                 f"{load.machine:.2f} on the machine" if load.cores is not None else "")
+              + ("" if ok else " (discarded)"), flush=True)
+    if not kept:
+        raise SystemExit(f"every round had foreign load above --max_load={args.max_load}: no figures")
+    print(f"{kept} of {args.repeats} rounds kept")
 
     n_tok = args.batch * args.new_tokens
     tps = {m: n_tok / statistics.median(times[m]) for m in methods}
@@ -195,6 +226,10 @@ def main(args):
         print(f"KV cache vs recompute: {tps['cache'] / tps['recompute']:.2f}x (target >= 8x)")
     if "cache" in tps and "hf" in tps:
         print(f"ours (KV cache) vs transformers: {tps['cache'] / tps['hf']:.2f}x (target >= 2x)")
+        # the two run back to back in each round, so their ratio within a round is less noisy
+        per_round = sorted(h / c for h, c in zip(times["hf"], times["cache"]))
+        print(f"  per round: median {statistics.median(per_round):.2f}x, "
+              f"range {per_round[0]:.2f}x to {per_round[-1]:.2f}x over {len(per_round)} rounds")
     return tps
 
 

@@ -137,6 +137,10 @@ def build_attn_mask(attention_mask: torch.Tensor, q_len: int) -> torch.Tensor:
     real token (attention_mask == 1) and j <= i. Every query also sees itself, so that a pad query never
     has an all-masked row (which would give NaN); pad outputs are garbage but finite, and never read."""
     B, Tk = attention_mask.shape
+    if q_len == 1:  # a decoding step: the one query is the last position and may see every real key
+        mask = attention_mask.to(torch.bool, copy=True)  # (B, Tk)
+        mask[:, -1] = True
+        return mask[:, None, None, :]  # (B, 1, 1, Tk)
     device = attention_mask.device
     q_pos = torch.arange(Tk - q_len, Tk, device=device)[:, None]  # (Tq, 1)
     k_pos = torch.arange(Tk, device=device)[None, :]  # (1, Tk)
@@ -200,11 +204,14 @@ class GPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """idx (B, T) token ids. attention_mask (B, T_total): 1 for real tokens, 0 for padding, covering
         the cached positions too when a kv_cache is given (T_total = cache.pos + T). position_ids (B, T):
         derived from attention_mask when not given. Returns logits (B, T, vocab) for an "lm" head, or
-        (B, T) scalars for a "scalar" head."""
+        (B, T) scalars for a "scalar" head; with last_only, those of the last position only (T = 1), which
+        is all that sampling reads (nanoGPT's inference shortcut: unembedding a whole prompt costs more
+        than a decoding step)."""
         B, T = idx.size()
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.block_size:  # positions derived here are at most past + T - 1
@@ -223,6 +230,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))
         for block in self.transformer.h:
             x = block(x, attn_mask, kv_cache)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.pos += T

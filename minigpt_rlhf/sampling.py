@@ -20,7 +20,9 @@ from .model import GPT, KVCache
 def token_logprobs(logits, temperature: float = 1.0, top_k: int | None = None, banned_ids=None):
     """Log-probabilities (..., V) of the distribution we sample from: logits / temperature, restricted to
     the top_k logits when top_k is set, with `banned_ids` (PAD, vocabulary padding) never sampled."""
-    logits = logits.float() / max(temperature, 1e-8)
+    logits = logits.float()
+    if temperature != 1.0:  # skipping the division at T = 1 saves a (B, V) pass per decoding step
+        logits = logits / max(temperature, 1e-8)
     if banned_ids is not None:
         logits = logits.index_fill(-1, banned_ids, float("-inf"))
     if top_k is not None and top_k < logits.size(-1):
@@ -77,7 +79,6 @@ class Samples:
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)  # (B, P + N)
 
 
-@torch.no_grad()
 def generate(
     model: GPT,
     prompts: list[list[int]],
@@ -93,51 +94,54 @@ def generate(
 ) -> Samples:
     """Sample responses for a batch of prompts of different lengths (left-padded together). Each row stops
     independently at EOS and is padded after it. With use_cache=False every step recomputes the whole
-    sequence (the slow baseline that bench/bench_generate.py compares with)."""
+    sequence (the slow baseline that bench/bench_generate.py compares with). The returned tensors are
+    ordinary tensors (not inference-mode ones): they can be used under autograd and edited in place."""
     device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)  # (B, P)
+    (B, P), N = prompt_tokens.shape, max_new_tokens
+    if P + N > model.config.block_size:  # checked once here, so the cached steps need no checks
+        raise ValueError(f"prompt length {P} + max_new_tokens {N} exceeds the model's "
+                         f"context block_size={model.config.block_size}")
+    if pad_id == eos_id:
+        raise ValueError("pad_id must differ from eos_id: the response mask is read from the padding")
+    banned = banned_token_ids(model.config.vocab_size, n_vocab or model.config.vocab_size, pad_id, device)
     was_training = model.training
     model.eval()  # dropout off while sampling
-    B = len(prompts)
-    prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)
-    P = prompt_tokens.size(1)
-    if P + max_new_tokens > model.config.block_size:
-        raise ValueError(f"prompt length {P} + max_new_tokens {max_new_tokens} exceeds the model's "
-                         f"context block_size={model.config.block_size}")
-    banned = banned_token_ids(model.config.vocab_size, n_vocab or model.config.vocab_size, pad_id, device)
-    dtype = next(model.parameters()).dtype
-    cache = KVCache(model.config, B, P + max_new_tokens, device, dtype) if use_cache else None
 
-    tokens, mask = prompt_tokens, prompt_mask
-    response = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logprobs = torch.zeros((B, max_new_tokens), device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    ended = torch.zeros(B, dtype=torch.bool, device=device)
-    step_input = tokens
-    for t in range(max_new_tokens):
-        if cache is not None:
-            logits = model(step_input, attention_mask=mask, kv_cache=cache)[:, -1]  # (B, V)
-        else:
-            logits = model(tokens, attention_mask=mask)[:, -1]  # (B, V)
-        logp = token_logprobs(logits, temperature, top_k, banned)  # (B, V)
-        if greedy:
-            next_tok = logp.argmax(dim=-1)  # (B,)
-        else:
-            next_tok = sample_from(logp.exp(), generator)  # (B,)
-        next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
-        response[:, t] = next_tok
-        logprobs[:, t] = torch.where(done, 0.0, logp.gather(1, next_tok[:, None]).squeeze(1))
-        is_eos = (next_tok == eos_id) & ~done
-        ended |= is_eos
-        alive = ~done  # this step's token is real for rows not finished before it
-        done |= is_eos
-        tokens = torch.cat([tokens, next_tok[:, None]], dim=1)
-        mask = torch.cat([mask, alive.long()[:, None]], dim=1)
-        step_input = next_tok[:, None]
-        if bool(done.all()):
-            response, logprobs = response[:, : t + 1], logprobs[:, : t + 1]
-            break
-    response_mask = (response != pad_id).long() if pad_id != eos_id else None
-    if response_mask is None:  # cannot happen with our tokenizers; kept explicit for clarity
-        raise ValueError("pad_id must differ from eos_id")
+    # inference_mode skips autograd's bookkeeping on every op, cheaper than no_grad (bench/RESULTS.md).
+    # Its tensors can never enter autograd, so what we return is cloned outside it: PPO feeds the tokens
+    # to an embedding and the log-probs to the ratio under autograd.
+    with torch.inference_mode():
+        cache = KVCache(model.config, B, P + N, device, dtype) if use_cache else None
+        # prompt and response in preallocated buffers, filled in one column per step (no torch.cat)
+        tokens = torch.full((B, P + N), pad_id, dtype=torch.long, device=device)  # (B, P + N)
+        mask = torch.zeros((B, P + N), dtype=torch.long, device=device)  # (B, P + N)
+        tokens[:, :P], mask[:, :P] = prompt_tokens, prompt_mask
+        # position of response token t: the row's prompt length + t (left padding does not count)
+        positions = prompt_mask.sum(1, keepdim=True) + torch.arange(N, device=device)  # (B, N)
+        logprobs = torch.zeros((B, N), device=device)  # (B, N)
+        done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) the row has emitted EOS
+        n = 0  # steps run
+        for t in range(N):
+            T = P + t  # tokens so far
+            if cache is None:
+                logits = model(tokens[:, :T], attention_mask=mask[:, :T], last_only=True)[:, -1]  # (B, V)
+            elif t == 0:
+                logits = model(prompt_tokens, attention_mask=prompt_mask, kv_cache=cache, last_only=True)[:, -1]
+            else:  # only the last token goes in; the cache holds keys and values of the others
+                logits = model(tokens[:, T - 1: T], attention_mask=mask[:, :T], position_ids=positions[:, t - 1: t],
+                               kv_cache=cache)[:, -1]  # (B, V)
+            logp = token_logprobs(logits, temperature, top_k, banned)  # (B, V)
+            next_tok = logp.argmax(dim=-1) if greedy else sample_from(logp.exp(), generator)  # (B,)
+            # a row that ended before this step gets PAD, mask 0 and log-prob 0
+            tokens[:, T] = next_tok.masked_fill(done, pad_id)
+            mask[:, T] = ~done
+            logprobs[:, t] = logp.gather(1, next_tok[:, None]).squeeze(1).masked_fill(done, 0.0)
+            done |= next_tok == eos_id
+            n = t + 1
+            if done.all():  # one host sync per step; far cheaper than running steps nobody needs
+                break
     model.train(was_training)
-    return Samples(prompt_tokens, prompt_mask, response, response_mask, logprobs, ended)
+    return Samples(prompt_tokens, prompt_mask, response=tokens[:, P: P + n].clone(),
+                   response_mask=mask[:, P: P + n].clone(), logprobs=logprobs[:, :n].clone(), ended=done.clone())

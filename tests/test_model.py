@@ -75,6 +75,49 @@ def test_kv_cache_with_left_padding_matches_full_forward():
     torch.testing.assert_close(s2[:, 0], full[:, 5], atol=1e-5, rtol=0)
 
 
+def test_kv_cache_steps_with_explicit_positions_match_full_forward():
+    # generate's cached steps pass position_ids = the row's prompt length + t instead of deriving them
+    model = tiny_model()
+    tokens = torch.tensor([[60, 60, 7, 8], [1, 2, 3, 4]])
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    nxt = torch.tensor([[11, 12], [13, 14]])
+    with torch.no_grad():
+        cache = KVCache(model.config, 2, 6, "cpu", torch.float32)
+        model(tokens, attention_mask=mask, kv_cache=cache)
+        m = torch.ones(2, 6, dtype=torch.long)
+        m[:, :4] = mask
+        s1 = model(nxt[:, :1], attention_mask=m[:, :5], position_ids=torch.tensor([[2], [4]]), kv_cache=cache)
+        s2 = model(nxt[:, 1:], attention_mask=m, position_ids=torch.tensor([[3], [5]]), kv_cache=cache)
+        full = model(torch.cat([tokens, nxt], 1), attention_mask=m)
+    torch.testing.assert_close(s1[:, 0], full[:, 4], atol=1e-5, rtol=0)
+    torch.testing.assert_close(s2[:, 0], full[:, 5], atol=1e-5, rtol=0)
+
+
+def test_last_only_returns_the_last_position_of_the_full_output():
+    tokens = torch.tensor([[60, 60, 7, 8, 9], [1, 2, 3, 4, 5]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    for head in ("lm", "scalar"):
+        model = tiny_model(head=head)
+        with torch.no_grad():
+            full = model(tokens, attention_mask=mask)  # (B, T, V) or (B, T)
+            last = model(tokens, attention_mask=mask, last_only=True)  # (B, 1, V) or (B, 1)
+        torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=0)
+
+
+def test_attn_mask_of_one_query_sees_real_keys_and_itself():
+    from minigpt_rlhf.model import build_attn_mask
+
+    attention_mask = torch.tensor([[0, 0, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 0, 1, 1]])
+    B, Tk = attention_mask.shape
+    expected = torch.tensor([[[[bool(attention_mask[b, j]) or j == Tk - 1 for j in range(Tk)]]] for b in range(B)])
+    for m in (attention_mask, attention_mask.bool()):
+        before = m.clone()
+        one = build_attn_mask(m, 1)  # (B, 1, 1, Tk): the fast path for a decoding step
+        assert torch.equal(one, expected)
+        assert torch.equal(one, build_attn_mask(m, Tk)[:, :, -1:])  # the last query of the general mask
+        assert torch.equal(m, before)  # the caller's mask is not written to
+
+
 def test_gpt2_init_and_weight_tying():
     torch.manual_seed(0)
     cfg = GPTConfig(block_size=64, vocab_size=300, n_layer=6, n_head=4, n_embd=256)

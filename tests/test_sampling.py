@@ -69,9 +69,10 @@ class NextTokenTable(torch.nn.Module):
         self.config = GPTConfig(block_size=64, vocab_size=V)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, idx, attention_mask=None, kv_cache=None):
+    def forward(self, idx, attention_mask=None, kv_cache=None, last_only=False):
         nxt = torch.where(idx == 7, torch.full_like(idx, EOS), (idx + 1) % 30)
-        return torch.nn.functional.one_hot(nxt, V).float() * 50.0  # (B, T, V)
+        logits = torch.nn.functional.one_hot(nxt, V).float() * 50.0  # (B, T, V)
+        return logits[:, -1:] if last_only else logits
 
 
 def test_rows_stop_at_their_own_eos_step():
@@ -143,3 +144,19 @@ def test_inverse_cdf_sampling_matches_the_probabilities_and_skips_banned_ids():
     # within 4 standard errors of each probability
     se = (probs * (1 - probs) / len(draws)).sqrt()
     assert ((freq - probs).abs() <= 4 * se + 1e-9).all(), freq
+
+
+def test_returned_tensors_can_be_used_in_a_backward_pass():
+    # generate decodes under torch.inference_mode, whose tensors autograd refuses to save; PPO feeds the
+    # sampled tokens to an embedding and the old log-probs to the ratio with gradients on
+    model = tiny_model()
+    s = generate(model, [[1, 2, 3], [4, 5]], 6, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    for x in (s.prompt_tokens, s.prompt_mask, s.response, s.response_mask, s.logprobs, s.ended):
+        assert not x.is_inference()
+    logits = model(s.response, attention_mask=s.response_mask)  # the embedding saves s.response
+    logprobs = token_logprobs(logits, banned_ids=torch.tensor([PAD])).gather(-1, s.response[..., None])[..., 0]
+    ratio = (logprobs - s.logprobs).exp()  # (B, N)
+    loss = -(ratio * s.logprobs * s.response_mask).sum()  # mul saves s.logprobs and s.response_mask
+    loss.backward()
+    assert model.transformer.wte.weight.grad.abs().sum() > 0
+    s.logprobs.add_(1.0)  # and the caller may edit them in place
