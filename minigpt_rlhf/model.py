@@ -204,14 +204,15 @@ class GPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-        last_only: bool = False,
+        outputs_from: int = 0,
     ) -> torch.Tensor:
         """idx (B, T) token ids. attention_mask (B, T_total): 1 for real tokens, 0 for padding, covering
         the cached positions too when a kv_cache is given (T_total = cache.pos + T). position_ids (B, T):
         derived from attention_mask when not given. Returns logits (B, T, vocab) for an "lm" head, or
-        (B, T) scalars for a "scalar" head; with last_only, those of the last position only (T = 1), which
-        is all that sampling reads (nanoGPT's inference shortcut: unembedding a whole prompt costs more
-        than a decoding step)."""
+        (B, T) scalars for a "scalar" head; with outputs_from=s, only those of positions s, s + 1, ... (a
+        Python slice start: -1 is the last position), the only ones the caller reads: sampling reads the last
+        position (nanoGPT's inference shortcut), PPO the response positions. Unembedding the positions
+        nobody reads would cost a (T, n_embd) x (n_embd, vocab) matmul, the largest one in a small model."""
         B, T = idx.size()
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.block_size:  # positions derived here are at most past + T - 1
@@ -230,9 +231,9 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))
         for block in self.transformer.h:
             x = block(x, attn_mask, kv_cache)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, C)
-        x = self.transformer.ln_f(x)  # (B, T, C)
+        if outputs_from:
+            x = x[:, outputs_from:]  # (B, T', C)
+        x = self.transformer.ln_f(x)  # (B, T', C)
         if kv_cache is not None:
             kv_cache.pos += T
         out = self.lm_head(x)

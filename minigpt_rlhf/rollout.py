@@ -42,8 +42,8 @@ class Rollout:
 
 def response_logits(model, tokens, attention_mask, prompt_len: int):
     """Outputs at the positions that predict / evaluate the response tokens: (B, N, ...)."""
-    out = model(tokens, attention_mask=attention_mask)  # (B, P + N, V) or (B, P + N)
-    return out[:, prompt_len - 1: -1]
+    out = model(tokens, attention_mask=attention_mask, outputs_from=prompt_len - 1)  # (B, N + 1, V) or (B, N + 1)
+    return out[:, :-1]
 
 
 def policy_logprobs(policy, tokens, attention_mask, prompt_len, temperature, banned_ids, return_logp=False):

@@ -126,9 +126,9 @@ def generate(
         for t in range(N):
             T = P + t  # tokens so far
             if cache is None:
-                logits = model(tokens[:, :T], attention_mask=mask[:, :T], last_only=True)[:, -1]  # (B, V)
+                logits = model(tokens[:, :T], attention_mask=mask[:, :T], outputs_from=-1)[:, -1]  # (B, V)
             elif t == 0:
-                logits = model(prompt_tokens, attention_mask=prompt_mask, kv_cache=cache, last_only=True)[:, -1]
+                logits = model(prompt_tokens, attention_mask=prompt_mask, kv_cache=cache, outputs_from=-1)[:, -1]
             else:  # only the last token goes in; the cache holds keys and values of the others
                 logits = model(tokens[:, T - 1: T], attention_mask=mask[:, :T], position_ids=positions[:, t - 1: t],
                                kv_cache=cache)[:, -1]  # (B, V)

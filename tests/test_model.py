@@ -93,15 +93,16 @@ def test_kv_cache_steps_with_explicit_positions_match_full_forward():
     torch.testing.assert_close(s2[:, 0], full[:, 5], atol=1e-5, rtol=0)
 
 
-def test_last_only_returns_the_last_position_of_the_full_output():
+def test_outputs_from_returns_those_positions_of_the_full_output():
     tokens = torch.tensor([[60, 60, 7, 8, 9], [1, 2, 3, 4, 5]])
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     for head in ("lm", "scalar"):
         model = tiny_model(head=head)
         with torch.no_grad():
             full = model(tokens, attention_mask=mask)  # (B, T, V) or (B, T)
-            last = model(tokens, attention_mask=mask, last_only=True)  # (B, 1, V) or (B, 1)
-        torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=0)
+            for start in (-1, 2, 4):
+                part = model(tokens, attention_mask=mask, outputs_from=start)  # (B, T - start, ...)
+                torch.testing.assert_close(part, full[:, start:], atol=1e-6, rtol=0)
 
 
 def test_attn_mask_of_one_query_sees_real_keys_and_itself():

@@ -69,10 +69,10 @@ class NextTokenTable(torch.nn.Module):
         self.config = GPTConfig(block_size=64, vocab_size=V)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, idx, attention_mask=None, kv_cache=None, last_only=False):
+    def forward(self, idx, attention_mask=None, kv_cache=None, outputs_from=0):
         nxt = torch.where(idx == 7, torch.full_like(idx, EOS), (idx + 1) % 30)
         logits = torch.nn.functional.one_hot(nxt, V).float() * 50.0  # (B, T, V)
-        return logits[:, -1:] if last_only else logits
+        return logits[:, outputs_from:]
 
 
 def test_rows_stop_at_their_own_eos_step():
