@@ -118,8 +118,14 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
                                seed=config.seed, runtime=rt)  # sharded over ranks, gathered on all
     groups, start = [], 0
     for row, k in zip(rows, ks):
-        # responses cut off without EOS stay in (the labeler sees them cut off); empty ones are dropped
-        group = [s for s in samples[start: start + k] if s["response"].strip()]
+        # responses cut off without EOS stay in (the labeler sees them cut off); empty ones are dropped, and
+        # so are repeats of a response already in the group: a labeler ranks K different outputs (a pair of
+        # identical texts has no right order, and no RM can separate them)
+        group, seen = [], set()
+        for s in samples[start: start + k]:
+            if s["response"].strip() and (s["response"], s["ended"]) not in seen:
+                seen.add((s["response"], s["ended"]))
+                group.append(s)
         start += k
         if len(group) >= 2:
             gold = [world.gold_score(row["prompt"], s["response"], eos=s["ended"]) for s in group]
@@ -136,18 +142,21 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
                             "responses": [s["response"] for s in group], "ended": [s["ended"] for s in group],
                             "ranking": [int(i) for i in ranking]})
     print0(f"collected {len(comparisons)} prompts with {sum(len(c['responses']) for c in comparisons)} "
-           f"responses ({len(samples) - sum(len(c['responses']) for c in comparisons)} dropped: empty); "
+           f"responses ({len(samples) - sum(len(c['responses']) for c in comparisons)} dropped: empty or repeated); "
            f"{sum(not e for c in comparisons for e in c['ended'])} without EOS; labeler temperature {temperature:.4f}")
     return comparisons, temperature
 
 
-def pair_accuracy(rewards: list[float], order: list[int]) -> tuple[int, int]:
-    """Pairs (w above l in `order`) the rewards order the same way, out of all pairs."""
-    correct = total = 0
+def pair_accuracy(rewards: list[float], order: list[int]) -> tuple[float, int]:
+    """Pairs (w above l in `order`) the rewards order the same way, out of all pairs. A tie in reward counts
+    1/2: the RM states no preference, which agrees with a label as often as a coin flip (the same convention
+    as the win rate's ties)."""
+    correct, total = 0.0, 0
     for a in range(len(order)):
         for b in range(a + 1, len(order)):
             total += 1
-            correct += rewards[order[a]] > rewards[order[b]]
+            rw, rl = rewards[order[a]], rewards[order[b]]
+            correct += 1.0 if rw > rl else 0.5 if rw == rl else 0.0
     return correct, total
 
 
@@ -196,7 +205,8 @@ def evaluate(rm, tok, val, temperature, rt, rng) -> dict:
         for a in range(len(order)):  # pairs whose gold scores tie have no gold order
             for b in range(a + 1, len(order)):
                 if g[order[a]] != g[order[b]]:
-                    gold_acc[0] += r[order[a]] > r[order[b]]
+                    ok, _ = pair_accuracy([r[order[a]], r[order[b]]], [0, 1])
+                    gold_acc[0] += ok
                     gold_acc[1] += 1
     agreement = measure_agreement(golds, temperature, rng, n_repeats=20)
     return {
