@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt_rlhf import ppo, world
-from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_grads,
@@ -42,6 +42,7 @@ from minigpt_rlhf.common import (
     compute_cleanup,
     compute_init,
     make_scaler,
+    maybe_compile,
     print0,
     write_json,
 )
@@ -91,6 +92,7 @@ class Config:
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    compile: str = "auto"  # torch.compile the update's policy and value forwards: auto (on for CUDA) | True | False
     seed: int = 1337  # random seed (rank r uses seed + r)
     # interruption and exact resume (minigpt_rlhf/resume.py)
     resume: bool = False  # continue from {out_dir}/ppo/resume.pt (policy, value, optimizer, KL controller, RNG)
@@ -187,7 +189,8 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
         order = torch.arange(B) if epoch == 0 else torch.from_numpy(rng.permutation(B))
         for i in range(0, B, config.minibatch_size):
             mb = r.index(order[i: i + config.minibatch_size].to(r.tokens.device))
-            ptx_batch = corpus.batch(config.ptx_batch_size, policy.config.block_size, rng) if ptx_coef > 0 else None
+            block = unwrap(policy).config.block_size
+            ptx_batch = corpus.batch(config.ptx_batch_size, block, rng) if ptx_coef > 0 else None
             loss, mb_stats = minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch)
             finite = all_reduce_mean(float(torch.isfinite(loss)), rt) == 1.0  # every rank stops together
             if not finite:
@@ -279,6 +282,9 @@ def main(config: Config) -> dict:
     optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0,
                                   **({"fused": True} if rt.device.type == "cuda" else {}))
     scaler = make_scaler(rt)
+    # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
+    train_policy = maybe_compile(policy, config.compile, rt)
+    train_value = maybe_compile(value_model, config.compile, rt)
     kl_ctl = (ppo.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target > 0
               else ppo.FixedKLController(config.kl_coef))
 
@@ -327,7 +333,7 @@ def main(config: Config) -> dict:
                              rt.autocast)
             t_rollout = time.time() - t_it
             r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam)
-            stats = ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus, rng, rt,
+            stats = ppo_update(train_policy, train_value, optimizer, scaler, r, config, banned, corpus, rng, rt,
                                config.ptx_coef, iteration=it)
             texts = decode_responses(r, tok)
             gold = [world.gold_score(b["prompt"], t, eos=bool(e)) for b, t, e in zip(batch, texts, r.ended)]

@@ -42,6 +42,7 @@ from minigpt_rlhf.common import (
     cosine_lr,
     gather_shards,
     make_scaler,
+    maybe_compile,
     print0,
     set_lr,
     write_json,
@@ -95,6 +96,7 @@ class Config:
     n_norm_demos: int = 512  # demonstrations used to set the mean-0 bias
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    compile: str = "auto"  # torch.compile the training forward: auto (on for CUDA) | True | False
     seed: int = 1337  # random seed
     # interruption and exact resume (minigpt_rlhf/resume.py); comparisons are reused from their file
     resume: bool = False  # continue training from {out_dir}/rm/resume.pt (weights, optimizer, schedule, RNG)
@@ -295,7 +297,9 @@ def main(config: Config) -> dict:
         restore_rng(state, rt)
         start = state["step"]
         print0(f"resuming RM training at step {start} from {resume_path(config.out_dir, 'rm')}")
-    train_rm = torch.nn.parallel.DistributedDataParallel(rm) if rt.ddp else rm
+    train_rm = maybe_compile(rm, config.compile, rt)
+    if rt.ddp:
+        train_rm = torch.nn.parallel.DistributedDataParallel(train_rm)
     encoded = [encode_responses(tok, c["prompt"], c["responses"]) for c in train]
     too_long = sum(len(s) > rm.config.block_size for e in encoded for s in e)
     if too_long:

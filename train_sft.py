@@ -35,6 +35,7 @@ from minigpt_rlhf.common import (
     compute_init,
     cosine_lr,
     make_scaler,
+    maybe_compile,
     print0,
     set_lr,
     write_json,
@@ -98,11 +99,6 @@ PRESETS = {
 }
 
 
-def maybe_compile(model, config, rt):
-    use = rt.device.type == "cuda" if config.compile == "auto" else config.compile.lower() == "true"
-    return torch.compile(model) if use else model
-
-
 def build_base_model(config: Config, tok, rt) -> GPT:
     """The pretrained LM SFT starts from: a saved checkpoint, GPT-2 weights, or a fresh model to pretrain."""
     if config.init_from.startswith("gpt2:"):
@@ -133,7 +129,7 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
     optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
                                           fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
-    train_model = maybe_compile(model, config, rt)
+    train_model = maybe_compile(model, config.compile, rt)
     if rt.ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model)
     rng = np.random.default_rng(config.seed + rt.rank)  # each rank draws its own windows
@@ -231,7 +227,7 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
         print0(f"skipped {train.skipped} demonstrations longer than the context ({model.config.block_size})")
     optimizer = model.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
-    train_model = maybe_compile(model, config, rt)
+    train_model = maybe_compile(model, config.compile, rt)
     if rt.ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model)
     rng = np.random.default_rng(config.seed)  # the same permutation on every rank; each takes its shard

@@ -160,6 +160,14 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def maybe_compile(model: torch.nn.Module, setting: str, runtime: Runtime) -> torch.nn.Module:
+    """torch.compile(model) when `setting` is "True", or "auto" on CUDA; else the model itself. The compiled
+    module shares the model's parameters: train through it, but sample with and save the model itself
+    (checkpoint.unwrap), so that no checkpoint holds `_orig_mod.` keys."""
+    use = runtime.device.type == "cuda" if setting == "auto" else str(setting).lower() == "true"
+    return torch.compile(model) if use else model
+
+
 def make_scaler(runtime: Runtime) -> torch.amp.GradScaler:
     """A loss scaler for fp16 autocast (bf16 and fp32 need none: then every call below passes through).
     fp16's narrow exponent range underflows small gradients unless the loss is scaled up first."""

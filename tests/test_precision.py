@@ -6,9 +6,11 @@ import json
 import pytest
 import torch
 
+import train_ppo
+import train_rm
 import train_sft
 from minigpt_rlhf.checkpoint import save_checkpoint
-from minigpt_rlhf.common import Runtime, clip_and_step, make_scaler
+from minigpt_rlhf.common import Runtime, clip_and_step, make_scaler, maybe_compile
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.model import GPT, GPTConfig
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -63,8 +65,11 @@ def test_a_compiled_model_is_saved_without_its_wrapper(tmp_path):
     assert saved.keys() == model.state_dict().keys()
 
 
-@pytest.mark.parametrize("flag", ["--compile=False", "--compile=auto"])
-def test_compile_is_off_on_cpu_unless_asked(flag):
-    cfg = parse_config(train_sft.Config, [flag], train_sft.PRESETS)
+@pytest.mark.parametrize("script", [train_sft, train_rm, train_ppo])
+def test_compile_is_off_on_cpu_unless_asked(script):
     model = tiny()
-    assert train_sft.maybe_compile(model, cfg, cpu(torch.float32)) is model
+    for flag in ("--compile=False", "--compile=auto"):
+        cfg = parse_config(script.Config, [flag], script.PRESETS)
+        assert maybe_compile(model, cfg.compile, cpu(torch.float32)) is model
+    cfg = parse_config(script.Config, ["--compile=True"], script.PRESETS)
+    assert maybe_compile(model, cfg.compile, cpu(torch.float32))._orig_mod is model  # lazy: nothing compiled yet
