@@ -84,7 +84,7 @@ class Config:
     vf_clip_eps: float = 0.2  # value clipping
     vf_coef: float = 0.1  # value loss coefficient (lm-human-preferences)
     grad_clip: float = 1.0  # clip the global gradient norm
-    ptx_coef: float = 1.0  # gamma of PPO-ptx: weight of the pretraining next-token loss; 0 = plain PPO
+    ptx_coef: float = 0.0  # gamma of PPO-ptx: weight of the pretraining next-token loss; 0 = plain PPO (README)
     ptx_batch_size: int = 8  # corpus windows of block_size tokens per update step
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
@@ -104,7 +104,7 @@ PRESETS = {
     "laptop": {},
     "gpu": dict(iterations=200, rollout_batch_size=512, minibatch_size=64, max_new_tokens=64, upstream_preset="gpu"),
     "tiny": dict(iterations=2, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=12,
-                 max_eval_prompts=8, ptx_batch_size=2, upstream_preset="tiny"),
+                 max_eval_prompts=8, ptx_coef=1.0, ptx_batch_size=2, upstream_preset="tiny"),  # smoke-tests ptx too
 }
 
 

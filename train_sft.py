@@ -65,7 +65,7 @@ class Config:
     pretrain_batch_size: int = 16  # sequences of block_size tokens per step
     pretrain_lr: float = 2e-3  # peak learning rate for pretraining
     # supervised fine-tuning
-    sft_steps: int = 500  # optimizer steps of SFT
+    sft_steps: int = 900  # optimizer steps of SFT (~7 epochs; 500 gave SFT gold 0.32, 900 gives 0.45)
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
     grad_accum: int = 1  # micro-steps per optimizer step
     lr: float = 1e-3  # peak SFT learning rate
