@@ -1,7 +1,8 @@
 """Step 3 of InstructGPT: PPO (and PPO-ptx) against the reward model. The main job.
 
     python train_ppo.py                        # the whole pipeline on the laptop default
-    python train_ppo.py --ptx_coef=0           # plain PPO, without the pretraining-loss mix
+    python train_ppo.py --ptx_coef=1           # PPO-ptx: add the pretraining-loss mix (off by default, README)
+    python train_ppo.py --resume=True          # continue after Ctrl-C (or an upstream stage stopped midway)
     python train_ppo.py --iterations=50 --kl_target=6
     torchrun --nproc_per_node=2 train_ppo.py
 
@@ -15,8 +16,9 @@ PPO epochs of minibatches per batch of rollouts; the next-token loss on the pret
 ptx_coef (PPO-ptx). Policy and reference start from SFT; the value function starts from the RM.
 
 Departures from the paper: tiny scale; several PPO epochs per batch (as lm-human-preferences, where the
-paper used 1); the ptx coefficient is chosen for our corpus (see README) rather than the paper's 27.8,
-which multiplies a loss over far more pretraining tokens per step than RL tokens.
+paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement (README: our small SFT
+model has already forgotten the corpus, so ptx re-learns it at the cost of KL and win rate), rather than the
+paper's 27.8, which multiplies a loss over far more pretraining tokens per step than RL tokens.
 Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json.
 """
 
