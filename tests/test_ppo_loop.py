@@ -102,18 +102,21 @@ def test_ptx_term_enters_with_its_coefficient_and_zero_removes_it():
 
 def test_tiny_ppo_run_raises_a_trivially_learnable_reward():
     """Reward = number of X tokens in a finished response (no penalty for unfinished ones, so the only
-    thing to learn is to say X). Measured over 6 seeds: from about 0 to between 1.0 and 3.1 in 8 iterations."""
-    policy, ref, value = models(seed=1)
-    cfg = config(lr=1e-2, ppo_epochs=4, kl_coef=0.0, minibatch_size=8, no_eos_penalty=0.0)
-    rt = compute_init("cpu", "float32")
-    banned = banned_token_ids(V, V, PAD)
-    opt = torch.optim.AdamW(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr)
-    rng = np.random.default_rng(0)
-    prompts = PROMPTS * 2
-    means = []
-    for it in range(8):
-        r = compute_advantages(rollout(policy, ref, value, cfg, seed=it, prompts=prompts), cfg.kl_coef, 1.0, 0.95)
-        means.append(float(r.scores.mean()))
-        train_ppo.ppo_update(policy, value, opt, make_scaler(rt), r, cfg, banned, None, rng, rt, ptx_coef=0.0)
-    final = float(rollout(policy, ref, value, cfg, seed=99, prompts=prompts).scores.mean())
-    assert final > means[0] + 0.75, (means, final)
+    thing to learn is to say X). Over seeds 0-5, 12 iterations took the mean score from about 0 to between
+    0.9 and 4.0 (1 and 2 threads; a single seed's path depends on float rounding, so two are averaged)."""
+    finals, firsts = [], []
+    for seed in (1, 2):
+        policy, ref, value = models(seed=seed)
+        cfg = config(lr=1e-2, ppo_epochs=4, kl_coef=0.0, minibatch_size=8, no_eos_penalty=0.0)
+        rt = compute_init("cpu", "float32")
+        banned = banned_token_ids(V, V, PAD)
+        opt = torch.optim.AdamW(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr)
+        rng = np.random.default_rng(0)
+        prompts = PROMPTS * 2
+        for it in range(12):
+            r = compute_advantages(rollout(policy, ref, value, cfg, seed=it, prompts=prompts), cfg.kl_coef, 1.0, 0.95)
+            if it == 0:
+                firsts.append(float(r.scores.mean()))
+            train_ppo.ppo_update(policy, value, opt, make_scaler(rt), r, cfg, banned, None, rng, rt, ptx_coef=0.0)
+        finals.append(float(rollout(policy, ref, value, cfg, seed=99, prompts=prompts).scores.mean()))
+    assert np.mean(finals) > np.mean(firsts) + 1.0, (firsts, finals)
