@@ -52,7 +52,14 @@ from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
 from minigpt_rlhf.losses import lm_loss
-from minigpt_rlhf.resume import Stopper, all_rng_states, load_resume, restore_rng, resume_path
+from minigpt_rlhf.resume import (
+    Stopper,
+    all_rng_states,
+    load_resume,
+    restore_rng,
+    resume_path,
+    warn_config_changes,
+)
 from minigpt_rlhf.rollout import compute_advantages, entropy, make_rollout, policy_logprobs, value_estimates
 from minigpt_rlhf.sampling import banned_token_ids
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -312,6 +319,7 @@ def main(config: Config) -> dict:
         restore_rng(state, rt, rng, gen)
         start = state["step"]
         print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
+        warn_config_changes(state, config, print0)
 
     def save_resume(step):  # a collective: every rank calls it, rank 0 writes
         rngs = all_rng_states(rt, rng, gen)

@@ -59,7 +59,14 @@ from minigpt_rlhf.labeler import (
 )
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
 from minigpt_rlhf.model import swap_unembedding
-from minigpt_rlhf.resume import Stopper, all_rng_states, load_resume, restore_rng, resume_path
+from minigpt_rlhf.resume import (
+    Stopper,
+    all_rng_states,
+    load_resume,
+    restore_rng,
+    resume_path,
+    warn_config_changes,
+)
 from minigpt_rlhf.reward import (
     encode_responses,
     normalize_head,
@@ -297,6 +304,7 @@ def main(config: Config) -> dict:
         restore_rng(state, rt)
         start = state["step"]
         print0(f"resuming RM training at step {start} from {resume_path(config.out_dir, 'rm')}")
+        warn_config_changes(state, config, print0)
     train_rm = maybe_compile(rm, config.compile, rt)
     if rt.ddp:
         train_rm = torch.nn.parallel.DistributedDataParallel(train_rm)

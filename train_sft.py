@@ -45,7 +45,14 @@ from minigpt_rlhf.data import SFTData, TokenStream, read_prompts, read_sft
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, sample_responses
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
-from minigpt_rlhf.resume import Stopper, all_rng_states, load_resume, restore_rng, resume_path
+from minigpt_rlhf.resume import (
+    Stopper,
+    all_rng_states,
+    load_resume,
+    restore_rng,
+    resume_path,
+    warn_config_changes,
+)
 from minigpt_rlhf.tokenizer import get_tokenizer
 
 
@@ -296,6 +303,7 @@ def main(config: Config) -> dict:
     if state is not None:  # the model as it was saved; the rest of the config comes from this command line
         model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
         print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
+        warn_config_changes(state, config, print0)
     else:
         model = build_base_model(config, tok, rt).to(rt.device)
     print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -84,6 +85,24 @@ def load_resume(out_dir: str, stage: str, rt) -> dict:
         raise SystemExit(f"{path} was saved by {len(state['rng'])} process(es) but this run has {rt.world_size}: "
                          f"exact resume needs the same number of processes")
     return state
+
+
+RUN_CONTROL = {"resume", "stop_at", "save_interval", "device"}  # may differ between a run and its resumption
+
+
+def config_changes(state: dict, config) -> list[str]:
+    """The settings of `config` that differ from those the resume state was saved with ("lr: 3e-4 -> 1e-3"),
+    run-control flags aside. The run then continues, but it is no longer the run that was stopped."""
+    saved, now = state.get("config", {}), asdict(config)
+    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
+            if k in saved and k not in RUN_CONTROL and saved[k] != now[k]]
+
+
+def warn_config_changes(state: dict, config, print_fn=print):
+    changes = config_changes(state, config)
+    if changes:
+        print_fn("warning: resuming with settings that differ from the stopped run's, so the result will not "
+                 "be the run that was stopped: " + "; ".join(changes))
 
 
 def restore_rng(state: dict, rt, np_gen=None, torch_gen=None):

@@ -149,3 +149,17 @@ def test_train_ppo_resume_continues_an_upstream_stage_stopped_midway(straight, t
     assert "win_rate_vs_sft" in result
     assert log_rows(tmp_path / "base" / "log.jsonl") == log_rows(straight / "base" / "log.jsonl")
     assert_same_weights(tmp_path / "sft" / "model.pt", straight / "sft" / "model.pt")
+
+
+def test_resuming_with_other_settings_warns_and_names_them(straight, tmp_path, capsys):
+    copy_stage(straight, tmp_path, "base", "sft")
+    (tmp_path / "rm").mkdir()
+    for f in ("comparisons.jsonl", "labeler.json"):
+        shutil.copy(straight / "rm" / f, tmp_path / "rm" / f)
+    args = ["--max_prompts=24", "--prompts_per_batch=2"]
+    run(train_rm, tmp_path, *args, "--stop_at=4")
+    capsys.readouterr()
+    run(train_rm, tmp_path, *args, "--resume=True", "--lr=1e-3")
+    out = capsys.readouterr().out
+    assert "warning: resuming with settings that differ" in out and "lr: 0.0003 -> 0.001" in out
+    assert "stop_at" not in out.split("warning:")[1].splitlines()[0]  # run-control flags may change freely
