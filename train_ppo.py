@@ -54,10 +54,11 @@ from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_s
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.resume import (
     Stopper,
-    all_rng_states,
     load_resume,
-    restore_rng,
+    remove_resume,
+    restore_training,
     resume_path,
+    save_resume,
     warn_config_changes,
 )
 from minigpt_rlhf.rollout import compute_advantages, entropy, make_rollout, policy_logprobs, value_estimates
@@ -313,20 +314,10 @@ def main(config: Config) -> dict:
         model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))  # checks tokenizer + shapes
         policy.load_state_dict(state["model"])
         value_model.load_state_dict(state["value_model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
         kl_ctl.load_state_dict(state["kl_ctl"])
-        restore_rng(state, rt, rng, gen)
-        start = state["step"]
+        start = restore_training(state, rt, optimizer, scaler, rng, gen)
         print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
         warn_config_changes(state, config, print0)
-
-    def save_resume(step):  # a collective: every rank calls it, rank 0 writes
-        rngs = all_rng_states(rt, rng, gen)
-        if rt.master:
-            save_checkpoint(resume_path(config.out_dir, "ppo"), policy, tok, config, stage="ppo", step=step,
-                            value_model=value_model.state_dict(), optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), kl_ctl=kl_ctl.state_dict(), rng=rngs)
 
     log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master, resume_step=start or None)
     print0(f"PPO: {config.iterations} iterations x {config.rollout_batch_size} rollouts, "
@@ -357,10 +348,10 @@ def main(config: Config) -> dict:
                             kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
             if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
                 tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}  (gold {gold[0]:.2f})")
-            more = it + 1 < config.iterations
-            stop = more and stopper.should_stop(it + 1)
-            if stop or (more and config.save_interval and (it + 1) % config.save_interval == 0):
-                save_resume(it + 1)
+            save, stop = stopper.after_step(it + 1, config.iterations, config.save_interval)
+            if save:
+                save_resume(config.out_dir, "ppo", rt, policy, tok, config, optimizer, scaler, it + 1, rng, gen,
+                            value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict())
             if stop:
                 if rt.master:  # the policy so far, for sampling; --resume=True continues the run
                     save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config,
@@ -370,8 +361,7 @@ def main(config: Config) -> dict:
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo",
                         step=config.iterations, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict())
-        if os.path.exists(resume_path(config.out_dir, "ppo")):
-            os.remove(resume_path(config.out_dir, "ppo"))  # finished: nothing left to resume
+    remove_resume(config.out_dir, "ppo", rt)
     train_time = time.time() - t0
 
     # ---- evaluation: the gold labeler compares PPO with SFT on held-out prompts ----

@@ -61,10 +61,11 @@ from minigpt_rlhf.losses import batched_kwise_ranking_loss
 from minigpt_rlhf.model import swap_unembedding
 from minigpt_rlhf.resume import (
     Stopper,
-    all_rng_states,
     load_resume,
-    restore_rng,
+    remove_resume,
+    restore_training,
     resume_path,
+    save_resume,
     warn_config_changes,
 )
 from minigpt_rlhf.reward import (
@@ -299,10 +300,7 @@ def main(config: Config) -> dict:
     if config.resume:
         state = load_resume(config.out_dir, "rm", rt)
         rm.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng(state, rt)
-        start = state["step"]
+        start = restore_training(state, rt, optimizer, scaler)
         print0(f"resuming RM training at step {start} from {resume_path(config.out_dir, 'rm')}")
         warn_config_changes(state, config, print0)
     train_rm = maybe_compile(rm, config.compile, rt)
@@ -332,13 +330,9 @@ def main(config: Config) -> dict:
             clip_and_step(optimizer, scaler, rm.parameters(), config.grad_clip)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
             log.log(step=step, loss=loss, accuracy=accuracy)
-            more = step + 1 < len(batches)
-            stop = more and stopper.should_stop(step + 1)
-            if stop or (more and config.save_interval and (step + 1) % config.save_interval == 0):
-                rngs = all_rng_states(rt)
-                if rt.master:
-                    save_checkpoint(resume_path(config.out_dir, "rm"), rm, tok, config, stage="rm", step=step + 1,
-                                    optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs)
+            save, stop = stopper.after_step(step + 1, len(batches), config.save_interval)
+            if save:
+                save_resume(config.out_dir, "rm", rt, rm, tok, config, optimizer, scaler, step + 1)
             if stop:
                 print0(f"stopped after RM step {step + 1}: resume with --resume=True")
                 return {"interrupted": True, "steps_done": step + 1}
@@ -364,8 +358,6 @@ def main(config: Config) -> dict:
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "rm", "model.pt"), rm, tok, config, stage="rm",
                         step=len(batches), reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std)
-        if os.path.exists(resume_path(config.out_dir, "rm")):
-            os.remove(resume_path(config.out_dir, "rm"))  # finished: nothing left to resume
         rows = [[f"accuracy: {f}", v] for f, v in result["accuracy_by_family"].items()]
         rows += [["accuracy vs noisy labels", result["accuracy_vs_labels"]],
                  ["accuracy vs gold order", result["accuracy_vs_gold"]],
@@ -374,6 +366,7 @@ def main(config: Config) -> dict:
         print(format_table(["held-out metric", "value"], rows))
         print(f"{len(train)} train / {len(val)} held-out prompts; wall time {result['wall_time_s']:.0f}s")
         write_json(os.path.join(config.out_dir, "rm", "eval.json"), result)
+    remove_resume(config.out_dir, "rm", rt)
     return result
 
 

@@ -47,10 +47,11 @@ from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
 from minigpt_rlhf.resume import (
     Stopper,
-    all_rng_states,
     load_resume,
-    restore_rng,
+    remove_resume,
+    restore_training,
     resume_path,
+    save_resume,
     warn_config_changes,
 )
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -123,14 +124,6 @@ def build_base_model(config: Config, tok, rt) -> GPT:
                          n_head=config.n_head, n_embd=config.n_embd, dropout=0.0))
 
 
-def save_resume(config, rt, model, tok, optimizer, scaler, phase: str, step: int, np_gen, **extra):
-    """The resume state (minigpt_rlhf/resume.py); a collective: every rank calls it, rank 0 writes."""
-    rngs = all_rng_states(rt, np_gen)
-    if rt.master:
-        save_checkpoint(resume_path(config.out_dir, "sft"), model, tok, config, stage="sft", phase=phase,
-                        step=step, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, **extra)
-
-
 def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream, stopper, state=None) -> bool:
     """Next-token prediction on the corpus: the "GPT-3" of our world. Returns False if it stopped early."""
     optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
@@ -142,10 +135,7 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
     rng = np.random.default_rng(config.seed + rt.rank)  # each rank draws its own windows
     start = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng(state, rt, rng)
-        start = state["step"]
+        start = restore_training(state, rt, optimizer, scaler, rng)
     B, T = config.pretrain_batch_size // rt.world_size, model.config.block_size
     log = JSONLLogger(os.path.join(config.out_dir, "base", "log.jsonl"), rt.master, resume_step=start or None)
     bar = tqdm(range(start, config.pretrain_steps), desc="pretrain", disable=not rt.master,
@@ -161,10 +151,10 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         log.log(step=step, loss=loss.item())
-        more = step + 1 < config.pretrain_steps
-        stop = more and stopper.should_stop(step + 1)
-        if stop or (more and config.save_interval and (step + 1) % config.save_interval == 0):
-            save_resume(config, rt, model, tok, optimizer, scaler, "pretrain", step + 1, rng)
+        save, stop = stopper.after_step(step + 1, config.pretrain_steps, config.save_interval)
+        if save:
+            save_resume(config.out_dir, "sft", rt, model, tok, config, optimizer, scaler, step + 1, rng,
+                        phase="pretrain")
         if stop:
             print0(f"stopped after pretraining step {step + 1}: resume with --resume=True")
             return False
@@ -241,10 +231,8 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
     order, pos, start = rng.permutation(len(train)), 0, 0
     model.train()
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng(state, rt, rng)
-        order, pos, start, val_loss0 = state["order"].numpy(), state["pos"], state["step"], state["val_loss0"]
+        start = restore_training(state, rt, optimizer, scaler, rng)
+        order, pos, val_loss0 = state["order"].numpy(), state["pos"], state["val_loss0"]
     else:
         val_loss0 = sft_val_loss(model, val, rt)
     log = JSONLLogger(os.path.join(config.out_dir, "sft", "log.jsonl"), rt.master, resume_step=start or None)
@@ -269,11 +257,10 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
             metrics["val_loss"] = val_loss
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")
         log.log(**metrics)
-        more = step + 1 < config.sft_steps
-        stop = more and stopper.should_stop(offset + step + 1)
-        if stop or (more and config.save_interval and (step + 1) % config.save_interval == 0):
-            save_resume(config, rt, model, tok, optimizer, scaler, "sft", step + 1, rng,
-                        order=torch.from_numpy(order), pos=pos, val_loss0=val_loss0)
+        save, stop = stopper.after_step(step + 1, config.sft_steps, config.save_interval, offset)
+        if save:
+            save_resume(config.out_dir, "sft", rt, model, tok, config, optimizer, scaler, step + 1, rng,
+                        phase="sft", order=torch.from_numpy(order), pos=pos, val_loss0=val_loss0)
         if stop:
             print0(f"stopped after SFT step {step + 1}: resume with --resume=True")
             return None
@@ -317,8 +304,7 @@ def main(config: Config) -> dict:
         if losses is None:
             return {"interrupted": True, "phase": "sft"}
     val_loss0, val_loss = losses
-    if rt.master and os.path.exists(resume_path(config.out_dir, "sft")):
-        os.remove(resume_path(config.out_dir, "sft"))  # finished: nothing left to resume
+    remove_resume(config.out_dir, "sft", rt)
 
     # ---- evaluation by the gold labeler on held-out prompts ----
     samples = sample_responses(unwrap(model), tok, eval_rows, config.max_new_tokens, config.eval_temperature,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 
 
 def resume_path(out_dir: str, stage: str) -> str:
@@ -109,6 +109,31 @@ def restore_rng(state: dict, rt, np_gen=None, torch_gen=None):
     set_rng_state(state["rng"][rt.rank], np_gen, torch_gen)
 
 
+def save_resume(out_dir: str, stage: str, rt, model, tok, config, optimizer, scaler, step: int,
+                np_gen=None, torch_gen=None, **extra):
+    """Write out/<stage>/resume.pt: the model, optimizer, scaler, next step, every rank's random streams and
+    the stage's `extra` state. A collective (the random streams are gathered): every rank calls it, rank 0
+    writes, atomically."""
+    rngs = all_rng_states(rt, np_gen, torch_gen)
+    if rt.master:
+        save_checkpoint(resume_path(out_dir, stage), model, tok, config, stage=stage, step=step,
+                        optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, **extra)
+
+
+def restore_training(state: dict, rt, optimizer, scaler, np_gen=None, torch_gen=None) -> int:
+    """Load the optimizer, scaler and this rank's random streams from a resume state; returns the next step."""
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng(state, rt, np_gen, torch_gen)
+    return state["step"]
+
+
+def remove_resume(out_dir: str, stage: str, rt):
+    """A finished stage has nothing left to resume: its result is out/<stage>/model.pt."""
+    if rt.master and os.path.exists(resume_path(out_dir, stage)):
+        os.remove(resume_path(out_dir, stage))
+
+
 class Stopper:
     """Turns Ctrl-C (SIGINT) into a flag that the training loop checks at the end of each step, so that it
     saves the resume state and exits cleanly instead of dying mid-step; `stop_at` > 0 stops the same way
@@ -118,8 +143,9 @@ class Stopper:
         with Stopper(config.stop_at, rt) as stopper:
             for step in range(start, n_steps):
                 ...
-                if stopper.should_stop(step + 1):
-                    save the resume state; break
+                save, stop = stopper.after_step(step + 1, n_steps, config.save_interval)
+                if save: save_resume(...)
+                if stop: break
     """
 
     def __init__(self, stop_at: int, rt):
@@ -139,6 +165,16 @@ class Stopper:
         self.requested = True
         print("\nCtrl-C: finishing this step, saving the resume state, then exiting (Ctrl-C again to abort)",
               flush=True)
+
+    def after_step(self, steps_done: int, n_steps: int, save_interval: int, offset: int = 0) -> tuple[bool, bool]:
+        """(save the resume state now?, stop now?) once `steps_done` of a loop's `n_steps` are done: save every
+        `save_interval` steps and before a stop; neither after the last step (the stage then finishes and
+        writes its result). `offset` counts earlier phases' steps towards stop_at. A collective under torchrun.
+        """
+        if steps_done >= n_steps:
+            return False, False
+        stop = self.should_stop(offset + steps_done)
+        return stop or (save_interval > 0 and steps_done % save_interval == 0), stop
 
     def should_stop(self, steps_done: int) -> bool:
         stop = self.requested or (self.stop_at > 0 and steps_done >= self.stop_at)
