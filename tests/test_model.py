@@ -58,36 +58,20 @@ def test_kv_cache_logits_equal_full_recomputation_at_every_step():
             torch.testing.assert_close(step[:, 0], full[:, t], atol=1e-5, rtol=0)
 
 
-def test_kv_cache_with_left_padding_matches_full_forward():
-    model = tiny_model()
-    tokens = torch.tensor([[60, 60, 7, 8], [1, 2, 3, 4]])
-    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    nxt = torch.tensor([[11, 12], [13, 14]])
-    with torch.no_grad():
-        cache = KVCache(model.config, 2, 6, "cpu", torch.float32)
-        model(tokens, attention_mask=mask, kv_cache=cache)
-        m = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
-        s1 = model(nxt[:, :1], attention_mask=m, kv_cache=cache)
-        m = torch.cat([m, torch.ones(2, 1, dtype=torch.long)], 1)
-        s2 = model(nxt[:, 1:], attention_mask=m, kv_cache=cache)
-        full = model(torch.cat([tokens, nxt], 1), attention_mask=m)
-    torch.testing.assert_close(s1[:, 0], full[:, 4], atol=1e-5, rtol=0)
-    torch.testing.assert_close(s2[:, 0], full[:, 5], atol=1e-5, rtol=0)
-
-
-def test_kv_cache_steps_with_explicit_positions_match_full_forward():
+@pytest.mark.parametrize("explicit_positions", [False, True])
+def test_kv_cache_with_left_padding_matches_full_forward(explicit_positions):
     # generate's cached steps pass position_ids = the row's prompt length + t instead of deriving them
     model = tiny_model()
     tokens = torch.tensor([[60, 60, 7, 8], [1, 2, 3, 4]])
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
     nxt = torch.tensor([[11, 12], [13, 14]])
+    positions = [torch.tensor([[2], [4]]), torch.tensor([[3], [5]])] if explicit_positions else [None, None]
     with torch.no_grad():
         cache = KVCache(model.config, 2, 6, "cpu", torch.float32)
         model(tokens, attention_mask=mask, kv_cache=cache)
-        m = torch.ones(2, 6, dtype=torch.long)
-        m[:, :4] = mask
-        s1 = model(nxt[:, :1], attention_mask=m[:, :5], position_ids=torch.tensor([[2], [4]]), kv_cache=cache)
-        s2 = model(nxt[:, 1:], attention_mask=m, position_ids=torch.tensor([[3], [5]]), kv_cache=cache)
+        m = torch.cat([mask, torch.ones(2, 2, dtype=torch.long)], 1)
+        s1 = model(nxt[:, :1], attention_mask=m[:, :5], position_ids=positions[0], kv_cache=cache)
+        s2 = model(nxt[:, 1:], attention_mask=m, position_ids=positions[1], kv_cache=cache)
         full = model(torch.cat([tokens, nxt], 1), attention_mask=m)
     torch.testing.assert_close(s1[:, 0], full[:, 4], atol=1e-5, rtol=0)
     torch.testing.assert_close(s2[:, 0], full[:, 5], atol=1e-5, rtol=0)
