@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -177,18 +177,16 @@ def gold_order(gold: list[float]) -> list[int]:
 @torch.no_grad()
 def rm_rewards(rm, tok, comparisons, rt, batch=16) -> list[list[float]]:
     """The RM's reward of every response of every comparison; sharded over ranks, gathered on all."""
-    if rt.ddp:
-        mine = rm_rewards(rm, tok, comparisons[rt.rank:: rt.world_size], replace(rt, ddp=False), batch)
-        return gather_shards(mine, rt)
+    mine = comparisons[rt.rank:: rt.world_size]  # this rank's shard (all of them in one process)
     out = []
-    for i in range(0, len(comparisons), batch):
-        chunk = comparisons[i: i + batch]
+    for i in range(0, len(mine), batch):
+        chunk = mine[i: i + batch]
         enc = [encode_responses(tok, c["prompt"], c["responses"]) for c in chunk]
         flat = score_comparisons(rm, enc, tok.pad_id, rt.device).float().cpu().tolist()
         for c in chunk:
             out.append(flat[: len(c["responses"])])
             flat = flat[len(c["responses"]):]
-    return out
+    return gather_shards(out, rt)
 
 
 def gold_of(c: dict) -> list[float]:
