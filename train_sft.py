@@ -41,7 +41,7 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import SFTData, TokenStream, read_prompts, read_sft
+from minigpt_rlhf.data import SFTData, TokenStream, length_grouped_order, read_prompts, read_sft
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, sample_responses
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
@@ -75,6 +75,7 @@ class Config:
     # supervised fine-tuning
     sft_steps: int = 900  # optimizer steps of SFT (~7 epochs; 500 gave SFT gold 0.32, 900 gives 0.45)
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
+    group_by_length: bool = True  # batch demonstrations of similar length: less padding, same epochs
     grad_accum: int = 1  # micro-steps per optimizer step
     lr: float = 1e-3  # peak SFT learning rate
     warmup_steps: int = 30  # linear warmup steps (both phases)
@@ -228,7 +229,13 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
     if rt.ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model)
     rng = np.random.default_rng(config.seed)  # the same permutation on every rank; each takes its shard
-    order, pos, start = rng.permutation(len(train)), 0, 0
+
+    def epoch_order():  # a right-padded batch of similar lengths wastes less compute on padding
+        if config.group_by_length:
+            return length_grouped_order(train.lengths(), config.batch_size, rng)
+        return rng.permutation(len(train))
+
+    order, pos, start = epoch_order(), 0, 0
     model.train()
     if state is not None:
         start = restore_training(state, rt, optimizer, scaler, rng)
@@ -245,7 +252,7 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
     for step in bar:
         set_lr(optimizer, cosine_lr(step, config.sft_steps, config.lr, config.warmup_steps))
         if pos + config.batch_size > len(order):  # a new epoch: reshuffle
-            order, pos = rng.permutation(len(train)), 0
+            order, pos = epoch_order(), 0
         rows = order[pos: pos + config.batch_size]
         pos += len(rows)
         loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum, scaler)

@@ -129,6 +129,10 @@ class SFTData:
         """How many target tokens of these examples carry loss (response tokens and EOS)."""
         return sum(sum(self.examples[i][1][1:]) for i in indices)
 
+    def lengths(self) -> np.ndarray:
+        """Input length of each example (its tokens minus one: the last token is only a target). (N,)"""
+        return np.array([len(ids) - 1 for ids, _ in self.examples])
+
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """inputs (B, T), targets (B, T), loss_mask (B, T): targets[t] = ids[t + 1]."""
         seqs = [self.examples[i] for i in indices]
@@ -142,6 +146,31 @@ class SFTData:
             y[i, :n] = torch.tensor(ids[1:])
             m[i, :n] = torch.tensor(mask[1:], dtype=torch.float32)
         return x, y, m
+
+
+def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                         mega_batches: int = 50) -> np.ndarray:
+    """One epoch's order of the examples in which each run of batch_size consecutive indices has similar
+    lengths, so that a right-padded batch wastes little compute on padding.
+
+    Like `group_by_length` in Hugging Face's Trainer: shuffle, cut into mega-batches of mega_batches x
+    batch_size examples, sort each mega-batch by length (longest first), cut it into batches, and shuffle
+    the order of all the batches. Every example appears once; which examples share a batch is still random
+    apart from their length. A permutation of range(len(lengths)).
+    """
+    lengths = np.asarray(lengths)
+    order = rng.permutation(len(lengths))  # (N,)
+    mega = batch_size * mega_batches
+    batches = []
+    for m in range(0, len(order), mega):
+        chunk = order[m: m + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size)]
+    # full batches in random order; a short remainder batch (if any) goes last so that every full-size
+    # slice of the order is one batch
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [b for b in batches if len(b) != batch_size]
+    return np.concatenate([full[i] for i in rng.permutation(len(full))] + rest) if batches else order
 
 
 class TokenStream:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from minigpt_rlhf.data import (
     SFTData,
     encode_prompts,
     encode_sft_example,
+    length_grouped_order,
     read_prompts,
     read_sft,
 )
@@ -96,3 +98,38 @@ def test_examples_longer_than_the_context_are_skipped(tok):
     rows = [{"prompt": "cat", "response": "Apple."}, {"prompt": "cat", "response": "the cat sat on the mat " * 30}]
     data = SFTData(tok, rows, block_size=32)
     assert len(data) == 1 and data.skipped == 1
+
+
+def test_length_grouped_order_is_a_permutation_of_short_padded_batches():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 80, size=1000)  # (N,)
+    order = length_grouped_order(lengths, batch_size=32, rng=np.random.default_rng(1), mega_batches=10)
+    assert sorted(order.tolist()) == list(range(1000))  # every example exactly once
+
+    def padded(o):  # positions a right-padded batch computes: batch size x its longest example
+        return sum(32 * lengths[o[b: b + 32]].max() for b in range(0, 992, 32))
+
+    random_order = np.random.default_rng(1).permutation(1000)
+    assert padded(order) < 0.75 * padded(random_order)  # far less padding than a plain shuffle
+    # each mega-batch of 320 is sorted: within a batch, lengths span little compared with a random batch
+    spread = [np.ptp(lengths[order[b: b + 32]]) for b in range(0, 992, 32)]
+    assert np.mean(spread) < 0.25 * np.ptp(lengths)
+    # the batches come in random order, not sorted by length
+    maxima = [lengths[order[b: b + 32]].max() for b in range(0, 992, 32)]
+    assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)
+    # the same generator state gives the same order; another seed another one
+    again = length_grouped_order(lengths, 32, np.random.default_rng(1), mega_batches=10)
+    other = length_grouped_order(lengths, 32, np.random.default_rng(2), mega_batches=10)
+    assert np.array_equal(order, again) and not np.array_equal(order, other)
+
+
+def test_length_grouped_order_keeps_the_short_last_batch_at_the_end():
+    lengths = np.arange(70)  # 2 full batches of 32 and a batch of 6
+    order = length_grouped_order(lengths, batch_size=32, rng=np.random.default_rng(0), mega_batches=1)
+    assert sorted(order.tolist()) == list(range(70))
+    # mega-batches of one batch each: the batches are the shuffle's consecutive slices, and the short one
+    # (the shuffle's last 6 examples) comes last, so that every full-size slice of the order is one batch
+    shuffle = np.random.default_rng(0).permutation(70)
+    assert set(order[64:].tolist()) == set(shuffle[64:].tolist())
+    slices = {frozenset(shuffle[:32].tolist()), frozenset(shuffle[32:64].tolist())}
+    assert {frozenset(order[:32].tolist()), frozenset(order[32:64].tolist())} == slices
