@@ -92,6 +92,7 @@ class Config:
     k_max: int = 9  # most responses ranked per prompt (paper: 9)
     sample_temperature: float = 0.7  # temperature of the SFT samples that get ranked
     max_new_tokens: int = 48  # response length limit when sampling
+    distinct_tries: int = 2  # extra sampling rounds that replace repeated or empty responses (0 = none)
     target_agreement: float = 0.726  # inter-labeler agreement the labeler noise is calibrated to
     val_fraction: float = 0.15  # share of prompts held out for evaluation
     epochs: int = 1  # passes over the comparisons (paper: 1; more overfits)
@@ -121,25 +122,36 @@ PRESETS = {
 
 
 def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], float]:
-    """Sample K responses per prompt from the SFT model and have the simulated labeler rank them."""
+    """Sample K responses per prompt from the SFT model and have the simulated labeler rank them.
+
+    A labeler ranks K *different* outputs: an empty response, or a repeat of one already in the group (a pair
+    of identical texts has no right order, and no RM can separate them), is dropped and, for up to
+    config.distinct_tries more rounds, replaced by a new sample of the same prompt."""
     ks = rng.integers(config.k_min, config.k_max + 1, size=len(rows))
-    expanded = [row for row, k in zip(rows, ks) for _ in range(k)]
-    samples = sample_responses(sft, tok, expanded, config.max_new_tokens, config.sample_temperature,
-                               seed=config.seed, runtime=rt)  # sharded over ranks, gathered on all
-    groups, start = [], 0
-    for row, k in zip(rows, ks):
-        # responses cut off without EOS stay in (the labeler sees them cut off); empty ones are dropped, and
-        # so are repeats of a response already in the group: a labeler ranks K different outputs (a pair of
-        # identical texts has no right order, and no RM can separate them)
-        group, seen = [], set()
-        for s in samples[start: start + k]:
-            if s["response"].strip() and (s["response"], s["ended"]) not in seen:
-                seen.add((s["response"], s["ended"]))
-                group.append(s)
-        start += k
-        if len(group) >= 2:
-            gold = [world.gold_score(row["prompt"], s["response"], eos=s["ended"]) for s in group]
-            groups.append((row, group, gold))
+    groups = [[] for _ in rows]  # distinct samples of each prompt
+    seen = [set() for _ in rows]
+    todo = [(i, int(k)) for i, k in enumerate(ks)]  # (prompt index, samples still wanted)
+    n_sampled = 0
+    for attempt in range(1 + config.distinct_tries):
+        expanded = [rows[i] for i, need in todo for _ in range(need)]
+        if not expanded:
+            break
+        samples = sample_responses(sft, tok, expanded, config.max_new_tokens, config.sample_temperature,
+                                   seed=config.seed + 7919 * attempt, runtime=rt)  # sharded, gathered on all
+        n_sampled += len(samples)
+        start, still_short = 0, []
+        for i, need in todo:
+            # responses cut off without EOS stay in (the labeler sees them cut off)
+            for s in samples[start: start + need]:
+                if s["response"].strip() and (s["response"], s["ended"]) not in seen[i]:
+                    seen[i].add((s["response"], s["ended"]))
+                    groups[i].append(s)
+            start += need
+            if len(groups[i]) < ks[i]:
+                still_short.append((i, int(ks[i]) - len(groups[i])))
+        todo = still_short
+    groups = [(row, group, [world.gold_score(row["prompt"], s["response"], eos=s["ended"]) for s in group])
+              for row, group in zip(rows, groups) if len(group) >= 2]
     if not groups:
         raise SystemExit("the SFT model produced fewer than 2 non-empty responses for every RM prompt; "
                          "train SFT longer or raise max_new_tokens")
@@ -151,8 +163,9 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
         comparisons.append({"prompt": row["prompt"], "family": row.get("family", ""),
                             "responses": [s["response"] for s in group], "ended": [s["ended"] for s in group],
                             "ranking": [int(i) for i in ranking]})
-    print0(f"collected {len(comparisons)} prompts with {sum(len(c['responses']) for c in comparisons)} "
-           f"responses ({len(samples) - sum(len(c['responses']) for c in comparisons)} dropped: empty or repeated); "
+    n_kept = sum(len(c["responses"]) for c in comparisons)
+    print0(f"collected {len(comparisons)} prompts with {n_kept} distinct responses out of {n_sampled} samples "
+           f"({len(todo)} prompts still short of K after {config.distinct_tries} extra rounds); "
            f"{sum(not e for c in comparisons for e in c['ended'])} without EOS; labeler temperature {temperature:.4f}")
     return comparisons, temperature
 

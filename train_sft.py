@@ -69,11 +69,11 @@ class Config:
     n_embd: int = 128  # model width
     block_size: int = 128  # context length in tokens
     # pretraining the base model
-    pretrain_steps: int = 400  # optimizer steps of next-token prediction on the corpus
+    pretrain_steps: int = 600  # optimizer steps of next-token prediction on the corpus
     pretrain_batch_size: int = 16  # sequences of block_size tokens per step
     pretrain_lr: float = 2e-3  # peak learning rate for pretraining
     # supervised fine-tuning
-    sft_steps: int = 900  # optimizer steps of SFT (~7 epochs; 500 gave SFT gold 0.32, 900 gives 0.45)
+    sft_steps: int = 1200  # optimizer steps of SFT (~10 epochs; bench/RESULTS.md has the sweep)
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
     group_by_length: bool = True  # batch demonstrations of similar length: less padding, same epochs
     grad_accum: int = 1  # micro-steps per optimizer step

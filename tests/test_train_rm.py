@@ -14,7 +14,7 @@ def test_pair_accuracy_counts_agreements_and_half_for_ties():
     assert train_rm.pair_accuracy([3.0, 1.0, 1.0, 2.0], [2, 1, 3, 0]) == (0.5, 6)
 
 
-def test_collection_drops_repeated_and_empty_responses(monkeypatch):
+def test_collection_drops_repeated_and_empty_responses_without_extra_rounds(monkeypatch):
     canned = iter(["Moo.", "Moo.", "A cow says moo.", "", "Woof.", "Moo.",  # prompt 0: 3 distinct
                    "Apple.", "Apple."])  # prompt 1: 1 distinct -> dropped
 
@@ -23,7 +23,7 @@ def test_collection_drops_repeated_and_empty_responses(monkeypatch):
 
     monkeypatch.setattr(train_rm, "sample_responses", fake_sample)
     rows = [{"prompt": "What sound does a cow make?"}, {"prompt": "List three fruits."}]
-    cfg = train_rm.Config(k_min=6, k_max=6)
+    cfg = train_rm.Config(k_min=6, k_max=6, distinct_tries=0)
 
     class Rng:  # K = 6 for the first prompt, 2 for the second; rankings from a real generator
         def __init__(self):
@@ -40,3 +40,39 @@ def test_collection_drops_repeated_and_empty_responses(monkeypatch):
     assert len(comparisons) == 1
     assert comparisons[0]["responses"] == ["Moo.", "A cow says moo.", "Woof."]
     assert sorted(comparisons[0]["ranking"]) == [0, 1, 2]
+
+
+def test_collection_replaces_repeats_with_new_samples_until_k_distinct(monkeypatch):
+    # canned samples per prompt, in the order they are drawn; each call must ask only for what is missing
+    canned = {"cow": iter(["Moo.", "Moo.", "", "Woof.",  # round 0: K = 4, 2 distinct
+                           "Moo.", "Baa.",  # round 1: 2 wanted, 1 new
+                           "Oink."]),  # round 2: 1 wanted, 1 new -> 4 distinct
+              "fruit": iter(["Apple.", "Apple.",  # round 0: K = 2, 1 distinct
+                             "Pear."])}  # round 1: 1 wanted -> 2 distinct
+    calls = []
+
+    def fake_sample(model, tok, rows, *args, seed=0, **kwargs):
+        calls.append(([r["prompt"] for r in rows], seed))
+        return [{**r, "response": next(canned[r["prompt"]]), "ended": True} for r in rows]
+
+    monkeypatch.setattr(train_rm, "sample_responses", fake_sample)
+    rows = [{"prompt": "cow"}, {"prompt": "fruit"}]
+
+    class Rng:
+        def __init__(self):
+            self.g = np.random.default_rng(0)
+
+        def integers(self, lo, hi, size):
+            return np.array([4, 2])
+
+        def gumbel(self, size):
+            return self.g.gumbel(size=size)
+
+    monkeypatch.setattr(train_rm.world, "gold_score", lambda prompt, response, eos=True: len(response) / 10)
+    cfg = train_rm.Config(k_min=2, k_max=4, distinct_tries=2)
+    comparisons, _ = train_rm.collect_comparisons(None, get_tokenizer(), rows, cfg,
+                                                  Runtime("cpu", False, 0, 0, 1, None), Rng())
+    assert [c for c, _ in calls] == [["cow"] * 4 + ["fruit"] * 2, ["cow", "cow", "fruit"], ["cow"]]
+    assert len({seed for _, seed in calls}) == 3  # every round draws new samples
+    assert comparisons[0]["responses"] == ["Moo.", "Woof.", "Baa.", "Oink."]
+    assert comparisons[1]["responses"] == ["Apple.", "Pear."]
