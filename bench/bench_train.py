@@ -78,7 +78,7 @@ def bench_stages(args):
     import train_rm
     import train_sft
     from minigpt_rlhf.common import compute_init
-    from minigpt_rlhf.data import SFTData, read_sft
+    from minigpt_rlhf.data import SFTData, length_grouped_order, read_sft
     from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
     from minigpt_rlhf.reward import encode_responses
     from minigpt_rlhf.tokenizer import get_tokenizer
@@ -91,6 +91,8 @@ def bench_stages(args):
     demos = read_sft(root / "data" / "sft_train.jsonl")
     sft_data = SFTData(tok, demos, cfg.block_size)
     rng = np.random.default_rng(args.seed)
+    # train_sft.py's --group_by_length: consecutive slices of this order are batches of similar length
+    grouped = length_grouped_order(sft_data.lengths(), args.batch, np.random.default_rng(args.seed))
     # RM batches: 4 prompts x K = 6 responses (demonstrations of other prompts stand in: content is irrelevant)
     rm_prompts = [[encode_responses(tok, demos[i]["prompt"], [demos[j]["response"] for j in rng.choice(len(demos), 6)])
                    for i in rng.choice(len(demos), 4)] for _ in range(8)]
@@ -102,8 +104,8 @@ def bench_stages(args):
     print("\n| stage | mode | median ms/step | tokens/s | MFU | first step (compile) s | foreign load (cores) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     results = {}
-    for stage in ("sft", "rm"):
-        for mode in ("eager",) if args.no_compile else ("eager", "compiled"):
+    for stage in ("sft", "sft_grouped", "rm"):
+        for mode in ("eager",) if args.no_compile or stage == "sft_grouped" else ("eager", "compiled"):
             torch.manual_seed(args.seed)
             model = GPT(cfg).to(rt.device)
             if stage == "rm":
@@ -113,8 +115,12 @@ def bench_stages(args):
             n_params = sum(p.numel() for n, p in model.named_parameters() if "wpe" not in n)
 
             def step(i, stage=stage, train_model=train_model, model=model, optimizer=optimizer):
-                if stage == "sft":
-                    rows = list(rng.choice(len(sft_data), args.batch, replace=False))
+                if stage.startswith("sft"):
+                    if stage == "sft":  # shuffled batches (--group_by_length=False)
+                        rows = list(rng.choice(len(sft_data), args.batch, replace=False))
+                    else:
+                        start = (i * args.batch) % (len(grouped) - args.batch + 1)
+                        rows = list(grouped[start: start + args.batch])
                     train_sft.sft_step_loss(train_model, sft_data, rows, rt)
                     x = sft_data.batch(rows)[0]
                 else:
@@ -151,11 +157,14 @@ def bench_stages(args):
             tps = tokens / med
             mfu = tps * flops_per_token(n_params, cfg.n_layer, cfg.n_embd, mean_t) / peak if peak else None
             results[(stage, mode)] = tps
+            results[(stage, mode, "ms")] = med
             print(f"| {stage} | {mode} | {1000 * med:.1f} | {tps:.0f} | {f'{mfu:.1%}' if mfu else '-'} | {first:.1f} | "
                   f"{max(foreign):.2f} |", flush=True)
     if not args.no_compile:
         for stage in ("sft", "rm"):
             print(f"{stage}: compiled vs eager {results[(stage, 'compiled')] / results[(stage, 'eager')]:.2f}x")
+    print(f"sft: batches grouped by length vs shuffled, time per step of {args.batch} demonstrations: "
+          f"{results[('sft', 'eager', 'ms')] / results[('sft_grouped', 'eager', 'ms')]:.2f}x faster")
     print("tokens = input positions of the padded batches (padding included); MFU = tokens/s x "
           "(6N + 12 L T d) / peak bf16 FLOP/s")
     return results
