@@ -41,11 +41,11 @@ from minigpt_rlhf.common import (
     all_reduce_means,
     barrier,
     clip_and_step,
-    compute_cleanup,
     compute_init,
     make_scaler,
     maybe_compile,
     print0,
+    run_script,
     write_json,
 )
 from minigpt_rlhf.config import parse_config
@@ -430,5 +430,4 @@ def rm_score(rm, tok, samples, rt) -> float:
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, presets=PRESETS))
-    compute_cleanup()
+    run_script(main, parse_config(Config, presets=PRESETS))

@@ -37,13 +37,13 @@ from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_mean,
     clip_and_step,
-    compute_cleanup,
     compute_init,
     cosine_lr,
     gather_shards,
     make_scaler,
     maybe_compile,
     print0,
+    run_script,
     set_lr,
     write_json,
 )
@@ -382,5 +382,4 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, presets=PRESETS))
-    compute_cleanup()
+    run_script(main, parse_config(Config, presets=PRESETS))

@@ -31,12 +31,12 @@ from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_mean,
     clip_and_step,
-    compute_cleanup,
     compute_init,
     cosine_lr,
     make_scaler,
     maybe_compile,
     print0,
+    run_script,
     set_lr,
     write_json,
 )
@@ -341,5 +341,4 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, presets=PRESETS))
-    compute_cleanup()
+    run_script(main, parse_config(Config, presets=PRESETS))

@@ -80,6 +80,19 @@ def compute_cleanup():
         dist.destroy_process_group()
 
 
+def run_script(main, config):
+    """A script's entry point: run main(config); a bad or missing data file stops it with the message that
+    names the file and line (relative paths are resolved from the current directory), not a traceback."""
+    from .data import DataError
+
+    try:
+        main(config)
+    except (DataError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e} (working directory: {os.getcwd()})") from None
+    finally:
+        compute_cleanup()
+
+
 def barrier():
     """Wait for every rank (a no-op in a single process): e.g. until rank 0 has written a checkpoint."""
     if dist.is_available() and dist.is_initialized():

@@ -133,3 +133,24 @@ def test_length_grouped_order_keeps_the_short_last_batch_at_the_end():
     assert set(order[64:].tolist()) == set(shuffle[64:].tolist())
     slices = {frozenset(shuffle[:32].tolist()), frozenset(shuffle[32:64].tolist())}
     assert {frozenset(order[:32].tolist()), frozenset(order[32:64].tolist())} == slices
+
+
+def test_scripts_stop_on_bad_data_with_the_file_and_line_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "corpus_train.txt").write_text("The cat sat on the mat.\n\nA dog ran.\n" * 50)
+    (tmp_path / "corpus_val.txt").write_text("The cat sat on the mat.\n" * 20)
+    write(tmp_path / "sft_train.jsonl", ['{"prompt": "Name a fruit.", "response": "Apple."}',
+                                         '{"prompt": "Name a fruit.", "response": "Pear."'])  # line 2: no }
+    write(tmp_path / "sft_val.jsonl", ['{"prompt": "Name a fruit.", "response": "Apple."}'])
+    write(tmp_path / "eval_prompts.jsonl", ['{"prompt": "Name a fruit."}'])
+    for data_dir, expected in ((tmp_path, f"{tmp_path / 'sft_train.jsonl'}:2: not valid JSON"),
+                               (tmp_path / "missing", f"corpus file {tmp_path / 'missing' / 'corpus_train.txt'} not found")):
+        p = subprocess.run([sys.executable, "train_sft.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}"],
+                           cwd=root, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1
+        assert f"error: {expected}" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "out" / "sft").exists()  # nothing was written
