@@ -76,6 +76,8 @@ class Config:
     sft_steps: int = 1200  # optimizer steps of SFT (~10 epochs; bench/RESULTS.md has the sweep)
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
     group_by_length: bool = True  # batch demonstrations of similar length: less padding, same epochs
+    corpus_mix: float = 0.0  # weight of a next-token loss on corpus windows added to each SFT step (0 = paper)
+    corpus_mix_batch: int = 4  # corpus windows of block_size tokens per SFT step (over all ranks)
     grad_accum: int = 1  # micro-steps per optimizer step
     lr: float = 1e-3  # peak SFT learning rate
     warmup_steps: int = 30  # linear warmup steps (both phases)
@@ -189,14 +191,26 @@ def sft_val_loss(model, data: SFTData, rt, batch_size=64) -> float:
     return total / count
 
 
-def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1, scaler=None) -> float:
+def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1, scaler=None,
+                  corpus_batch=None, corpus_mix: float = 0.0) -> float:
     """Forward and backward of one SFT optimizer step over `rows` (the demonstrations of the WHOLE step,
     all ranks and micro-steps). Rank r takes rows r, r + W, ... of each of the grad_accum micro-batches.
     Every token's loss is divided by the token count of the whole step, and by nothing else (times W,
     which DDP's gradient averaging divides out): the gradient is exactly that of one batch of all the
-    rows (tests/test_distributed.py). Returns the step's mean loss over all ranks."""
+    rows (tests/test_distributed.py).
+
+    corpus_batch (x, y), this rank's corpus windows, adds corpus_mix * lm_loss on them (the mean over
+    ranks, after DDP's averaging). Returns the step's mean SFT loss over all ranks (the corpus term is
+    not included)."""
     n_tokens = data.n_loss_tokens(rows)
     per_micro = len(rows) // grad_accum
+    if corpus_batch is not None and corpus_mix > 0:
+        x, y = (t.to(rt.device) for t in corpus_batch)
+        if rt.ddp:  # gradients are all-reduced once, on the last SFT micro-step
+            train_model.require_backward_grad_sync = False
+        with rt.autocast():
+            loss = corpus_mix * lm_loss(train_model(x).float(), y)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
     total = 0.0
     for k in range(grad_accum):
         mine = rows[k * per_micro: (k + 1) * per_micro][rt.rank:: rt.world_size]
@@ -210,7 +224,7 @@ def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1, sca
     return all_reduce_mean(total, rt) * rt.world_size
 
 
-def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=None):
+def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=None, corpus=None):
     """Supervised fine-tuning on the demonstrations. Returns (val loss before, val loss after), or None if it
     stopped early (the resume state is saved)."""
     model.config.dropout = config.dropout
@@ -255,7 +269,11 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
             order, pos = epoch_order(), 0
         rows = order[pos: pos + config.batch_size]
         pos += len(rows)
-        loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum, scaler)
+        corpus_batch = None
+        if config.corpus_mix > 0:  # the same draw on every rank (one shared rng); each rank takes its share
+            x, y = corpus.batch(config.corpus_mix_batch, model.config.block_size, rng)
+            corpus_batch = (x[rt.rank:: rt.world_size], y[rt.rank:: rt.world_size])
+        loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum, scaler, corpus_batch, config.corpus_mix)
         check_finite(torch.tensor(loss), step, "sft")
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         metrics = {"step": step, "loss": loss}
@@ -293,6 +311,9 @@ def main(config: Config) -> dict:
         raise SystemExit(f"--batch_size={config.batch_size} must be a multiple of grad_accum x processes "
                          f"({config.grad_accum} x {rt.world_size})")
 
+    if config.corpus_mix > 0 and config.corpus_mix_batch % rt.world_size:
+        raise SystemExit(f"--corpus_mix_batch={config.corpus_mix_batch} must be a multiple of the number of "
+                         f"processes ({rt.world_size})")
     state = load_resume(config.out_dir, "sft", rt) if config.resume else None
     if state is not None:  # the model as it was saved; the rest of the config comes from this command line
         model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
@@ -307,7 +328,7 @@ def main(config: Config) -> dict:
             if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
                 return {"interrupted": True, "phase": "pretrain"}
             state = None
-        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state)
+        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state, corpus)
         if losses is None:
             return {"interrupted": True, "phase": "sft"}
     val_loss0, val_loss = losses

@@ -53,6 +53,16 @@ def rm_inputs(tok):
     return [encode_responses(tok, p, r) for p, r in zip(prompts, responses)], rankings
 
 
+CORPUS_MIX = 0.5
+
+
+def corpus_windows():
+    """Four corpus windows of 24 tokens (random ids: their content does not matter here)."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 2048, (4, 25), generator=g)
+    return ids[:, :-1], ids[:, 1:]
+
+
 def grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -66,6 +76,11 @@ def _worker(rank, world_size, init_file, out_dir):
         loss = train_sft.sft_step_loss(torch.nn.parallel.DistributedDataParallel(model), sft_data(tok),
                                        list(range(N_ROWS)), rt)
         out = {"sft_loss": loss, "sft_grads": grads(model)}
+        mixed = tiny_gpt()  # SFT with the corpus term: each rank takes its share of the step's windows
+        x, y = corpus_windows()
+        train_sft.sft_step_loss(torch.nn.parallel.DistributedDataParallel(mixed), sft_data(tok), list(range(N_ROWS)),
+                                rt, corpus_batch=(x[rank::world_size], y[rank::world_size]), corpus_mix=CORPUS_MIX)
+        out["mixed_grads"] = grads(mixed)
         rm = swap_unembedding(tiny_gpt())
         encoded, rankings = rm_inputs(tok)
         loss, acc = train_rm.rm_step_loss(torch.nn.parallel.DistributedDataParallel(rm), encoded, rankings,
@@ -102,6 +117,26 @@ def test_sft_two_ranks_give_the_gradient_of_one_batch(two_ranks):
     for r in two_ranks:
         assert r["sft_loss"] == pytest.approx(loss, abs=1e-6)
         assert_grads_close(r["sft_grads"], expected)
+
+
+def test_sft_corpus_mix_adds_its_weighted_lm_gradient_on_one_rank_and_on_two(two_ranks):
+    tok = get_tokenizer()
+    data = sft_data(tok)
+    x, y = corpus_windows()
+    mixed = tiny_gpt()
+    train_sft.sft_step_loss(mixed, data, list(range(N_ROWS)), runtime(), corpus_batch=(x, y), corpus_mix=CORPUS_MIX)
+    # expected: the plain SFT gradient plus CORPUS_MIX x the gradient of the mean next-token loss, by hand
+    ref = tiny_gpt()
+    train_sft.sft_step_loss(ref, data, list(range(N_ROWS)), runtime())
+    logits = ref(x)
+    lm = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+    (CORPUS_MIX * lm).backward()
+    assert_grads_close(grads(mixed), grads(ref))
+    plain = tiny_gpt()  # and the term really changes the gradient
+    train_sft.sft_step_loss(plain, data, list(range(N_ROWS)), runtime(), corpus_batch=(x, y), corpus_mix=0.0)
+    assert not torch.allclose(grads(plain)["transformer.wte.weight"], grads(mixed)["transformer.wte.weight"])
+    for r in two_ranks:  # two ranks with two windows each: the same gradient
+        assert_grads_close(r["mixed_grads"], grads(mixed))
 
 
 def test_sft_gradient_accumulation_gives_the_gradient_of_one_batch():
