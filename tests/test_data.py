@@ -147,8 +147,9 @@ def test_scripts_stop_on_bad_data_with_the_file_and_line_not_a_traceback(tmp_pat
                                          '{"prompt": "Name a fruit.", "response": "Pear."'])  # line 2: no }
     write(tmp_path / "sft_val.jsonl", ['{"prompt": "Name a fruit.", "response": "Apple."}'])
     write(tmp_path / "eval_prompts.jsonl", ['{"prompt": "Name a fruit."}'])
+    missing = tmp_path / "missing"
     for data_dir, expected in ((tmp_path, f"{tmp_path / 'sft_train.jsonl'}:2: not valid JSON"),
-                               (tmp_path / "missing", f"corpus file {tmp_path / 'missing' / 'corpus_train.txt'} not found")):
+                               (missing, f"corpus file {missing / 'corpus_train.txt'} not found")):
         p = subprocess.run([sys.executable, "train_sft.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}"],
                            cwd=root, capture_output=True, text=True, timeout=120)
         assert p.returncode == 1
