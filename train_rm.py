@@ -128,7 +128,7 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
     of identical texts has no right order, and no RM can separate them), is dropped and, for up to
     config.distinct_tries more rounds, replaced by a new sample of the same prompt."""
     ks = rng.integers(config.k_min, config.k_max + 1, size=len(rows))
-    groups = [[] for _ in rows]  # distinct samples of each prompt
+    distinct = [[] for _ in rows]  # distinct samples of each prompt
     seen = [set() for _ in rows]
     todo = [(i, int(k)) for i, k in enumerate(ks)]  # (prompt index, samples still wanted)
     n_sampled = 0
@@ -145,13 +145,13 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
             for s in samples[start: start + need]:
                 if s["response"].strip() and (s["response"], s["ended"]) not in seen[i]:
                     seen[i].add((s["response"], s["ended"]))
-                    groups[i].append(s)
+                    distinct[i].append(s)
             start += need
-            if len(groups[i]) < ks[i]:
-                still_short.append((i, int(ks[i]) - len(groups[i])))
+            if len(distinct[i]) < ks[i]:
+                still_short.append((i, int(ks[i]) - len(distinct[i])))
         todo = still_short
     groups = [(row, group, [world.gold_score(row["prompt"], s["response"], eos=s["ended"]) for s in group])
-              for row, group in zip(rows, groups) if len(group) >= 2]
+              for row, group in zip(rows, distinct) if len(group) >= 2]
     if not groups:
         raise SystemExit("the SFT model produced fewer than 2 non-empty responses for every RM prompt; "
                          "train SFT longer or raise max_new_tokens")

@@ -244,9 +244,11 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
         train_model = torch.nn.parallel.DistributedDataParallel(train_model)
     rng = np.random.default_rng(config.seed)  # the same permutation on every rank; each takes its shard
 
+    lengths = train.lengths()
+
     def epoch_order():  # a right-padded batch of similar lengths wastes less compute on padding
         if config.group_by_length:
-            return length_grouped_order(train.lengths(), config.batch_size, rng)
+            return length_grouped_order(lengths, config.batch_size, rng)
         return rng.permutation(len(train))
 
     order, pos, start = epoch_order(), 0, 0

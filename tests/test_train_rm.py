@@ -14,6 +14,19 @@ def test_pair_accuracy_counts_agreements_and_half_for_ties():
     assert train_rm.pair_accuracy([3.0, 1.0, 1.0, 2.0], [2, 1, 3, 0]) == (0.5, 6)
 
 
+class FixedK:
+    """A generator stand-in: the K of each prompt is fixed; the labeler's Gumbel noise is real."""
+
+    def __init__(self, ks):
+        self.ks, self.g = np.array(ks), np.random.default_rng(0)
+
+    def integers(self, lo, hi, size):
+        return self.ks
+
+    def gumbel(self, size):
+        return self.g.gumbel(size=size)
+
+
 def test_collection_drops_repeated_and_empty_responses_without_extra_rounds(monkeypatch):
     canned = iter(["Moo.", "Moo.", "A cow says moo.", "", "Woof.", "Moo.",  # prompt 0: 3 distinct
                    "Apple.", "Apple."])  # prompt 1: 1 distinct -> dropped
@@ -25,18 +38,8 @@ def test_collection_drops_repeated_and_empty_responses_without_extra_rounds(monk
     rows = [{"prompt": "What sound does a cow make?"}, {"prompt": "List three fruits."}]
     cfg = train_rm.Config(k_min=6, k_max=6, distinct_tries=0)
 
-    class Rng:  # K = 6 for the first prompt, 2 for the second; rankings from a real generator
-        def __init__(self):
-            self.g = np.random.default_rng(0)
-
-        def integers(self, lo, hi, size):
-            return np.array([6, 2])
-
-        def gumbel(self, size):
-            return self.g.gumbel(size=size)
-
     comparisons, _ = train_rm.collect_comparisons(None, get_tokenizer(), rows, cfg,
-                                                  Runtime("cpu", False, 0, 0, 1, None), Rng())
+                                                  Runtime("cpu", False, 0, 0, 1, None), FixedK([6, 2]))
     assert len(comparisons) == 1
     assert comparisons[0]["responses"] == ["Moo.", "A cow says moo.", "Woof."]
     assert sorted(comparisons[0]["ranking"]) == [0, 1, 2]
@@ -58,20 +61,10 @@ def test_collection_replaces_repeats_with_new_samples_until_k_distinct(monkeypat
     monkeypatch.setattr(train_rm, "sample_responses", fake_sample)
     rows = [{"prompt": "cow"}, {"prompt": "fruit"}]
 
-    class Rng:
-        def __init__(self):
-            self.g = np.random.default_rng(0)
-
-        def integers(self, lo, hi, size):
-            return np.array([4, 2])
-
-        def gumbel(self, size):
-            return self.g.gumbel(size=size)
-
     monkeypatch.setattr(train_rm.world, "gold_score", lambda prompt, response, eos=True: len(response) / 10)
     cfg = train_rm.Config(k_min=2, k_max=4, distinct_tries=2)
     comparisons, _ = train_rm.collect_comparisons(None, get_tokenizer(), rows, cfg,
-                                                  Runtime("cpu", False, 0, 0, 1, None), Rng())
+                                                  Runtime("cpu", False, 0, 0, 1, None), FixedK([4, 2]))
     assert [c for c, _ in calls] == [["cow"] * 4 + ["fruit"] * 2, ["cow", "cow", "fruit"], ["cow"]]
     assert len({seed for _, seed in calls}) == 3  # every round draws new samples
     assert comparisons[0]["responses"] == ["Moo.", "Woof.", "Baa.", "Oink."]
