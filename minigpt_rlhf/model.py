@@ -75,6 +75,16 @@ class KVCache:
         self.v[layer][:, :, t0:t1] = v
         return self.k[layer][:, :, :t1], self.v[layer][:, :, :t1]
 
+    def keep(self, rows: torch.Tensor):
+        """Keep only the given batch rows (a 1-D index tensor), dropping the others' keys and values: a
+        sampler drops rows that have finished so that later steps compute only the running ones. The
+        positions stored so far are copied into smaller buffers; later positions stay free."""
+        for cache in (self.k, self.v):
+            for layer, buf in enumerate(cache):
+                small = buf.new_empty((len(rows),) + buf.shape[1:])
+                small[:, :, : self.pos] = buf[rows, :, : self.pos]
+                cache[layer] = small
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int):

@@ -122,6 +122,10 @@ def generate(
         positions = prompt_mask.sum(1, keepdim=True) + torch.arange(N, device=device)  # (B, N)
         logprobs = torch.zeros((B, N), device=device)  # (B, N)
         done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) the row has emitted EOS
+        # With the cache, rows that have finished are dropped from the batch (their keys and values too) once
+        # a quarter of those still computed have: later steps then compute only the rows still running.
+        rows = slice(None)  # the rows still computed: all of them, then a 1-D index tensor after a drop
+        n_rows = B
         n = 0  # steps run
         for t in range(N):
             T = P + t  # tokens so far
@@ -130,18 +134,26 @@ def generate(
             elif t == 0:
                 logits = model(prompt_tokens, attention_mask=prompt_mask, kv_cache=cache, outputs_from=-1)[:, -1]
             else:  # only the last token goes in; the cache holds keys and values of the others
-                logits = model(tokens[:, T - 1: T], attention_mask=mask[:, :T], position_ids=positions[:, t - 1: t],
-                               kv_cache=cache)[:, -1]  # (B, V)
-            logp = token_logprobs(logits, temperature, top_k, banned)  # (B, V)
-            next_tok = logp.argmax(dim=-1) if greedy else sample_from(logp.exp(), generator)  # (B,)
+                logits = model(tokens[rows, T - 1: T], attention_mask=mask[rows, :T],
+                               position_ids=positions[rows, t - 1: t], kv_cache=cache)[:, -1]  # (R, V)
+            logp = token_logprobs(logits, temperature, top_k, banned)  # (R, V)
+            next_tok = logp.argmax(dim=-1) if greedy else sample_from(logp.exp(), generator)  # (R,)
             # a row that ended before this step gets PAD, mask 0 and log-prob 0
-            tokens[:, T] = next_tok.masked_fill(done, pad_id)
-            mask[:, T] = ~done
-            logprobs[:, t] = logp.gather(1, next_tok[:, None]).squeeze(1).masked_fill(done, 0.0)
-            done |= next_tok == eos_id
+            ended = done[rows]  # (R,)
+            tokens[rows, T] = next_tok.masked_fill(ended, pad_id)
+            mask[rows, T] = (~ended).long()
+            logprobs[rows, t] = logp.gather(1, next_tok[:, None]).squeeze(1).masked_fill(ended, 0.0)
+            running = ~(ended | (next_tok == eos_id))  # (R,)
+            done[rows] = ~running
             n = t + 1
-            if done.all():  # one host sync per step; far cheaper than running steps nobody needs
+            n_running = int(running.sum())  # one host sync per step; far cheaper than steps nobody needs
+            if n_running == 0:
                 break
+            if cache is not None and n_running <= 3 * n_rows // 4:
+                keep = running.nonzero().squeeze(1)  # (R',) positions of the running rows among those computed
+                cache.keep(keep)
+                rows = keep if isinstance(rows, slice) else rows[keep]
+                n_rows = n_running
     model.train(was_training)
     return Samples(prompt_tokens, prompt_mask, response=tokens[:, P: P + n].clone(),
                    response_mask=mask[:, P: P + n].clone(), logprobs=logprobs[:, :n].clone(), ended=done.clone())

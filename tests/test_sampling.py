@@ -2,7 +2,7 @@
 
 import torch
 
-from minigpt_rlhf.model import GPT, GPTConfig
+from minigpt_rlhf.model import GPT, GPTConfig, KVCache
 from minigpt_rlhf.rollout import policy_logprobs
 from minigpt_rlhf.sampling import generate, token_logprobs
 
@@ -114,6 +114,35 @@ def test_returned_logprobs_equal_a_fresh_full_forward_at_the_sampling_temperatur
                 rescored = policy_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1),
                                              temperature, banned)
             torch.testing.assert_close(rescored, s.logprobs, atol=1e-5, rtol=0)
+
+
+def test_finished_rows_are_dropped_from_the_cache_without_changing_any_row(monkeypatch):
+    # rows end at many different steps (the EOS embedding row is scaled up so that greedy decoding meets
+    # EOS early in some rows and never in others); finished rows leave the KV cache in several drops
+    model = tiny_model()
+    with torch.no_grad():
+        model.transformer.wte.weight[EOS] *= 4
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 36, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(24)]
+    kept = []
+    keep = KVCache.keep
+    monkeypatch.setattr(KVCache, "keep", lambda self, rows: (kept.append(len(rows)), keep(self, rows))[1])
+    s = generate(model, prompts, 16, EOS, PAD, greedy=True)
+    lengths = s.response_mask.sum(1).tolist()
+    assert len(set(lengths)) > 5 and 16 in lengths  # ends vary; some rows run to the limit
+    assert len(kept) >= 2 and kept == sorted(kept, reverse=True) and kept[-1] < len(prompts)
+    for i, p in enumerate(prompts):  # every row equals greedy decoding of its prompt alone, from scratch
+        assert s.response[i, : lengths[i]].tolist() == greedy_reference(model, p, 16)
+        assert (s.response[i, lengths[i]:] == PAD).all() and (s.logprobs[i, lengths[i]:] == 0).all()
+    # sampled, with drops: each row's log-probs still equal a fresh full forward of that row
+    kept.clear()
+    s = generate(model, prompts, 16, EOS, PAD, temperature=0.9, generator=torch.Generator().manual_seed(1))
+    assert kept
+    banned = torch.tensor([PAD])
+    with torch.no_grad():
+        rescored = policy_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1), 0.9, banned)
+    torch.testing.assert_close(rescored, s.logprobs, atol=1e-5, rtol=0)
 
 
 def test_token_logprobs_top_k_keeps_k_tokens():
