@@ -91,11 +91,13 @@ def generate(
     n_vocab: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    drop_finished: bool = True,
 ) -> Samples:
     """Sample responses for a batch of prompts of different lengths (left-padded together). Each row stops
     independently at EOS and is padded after it. With use_cache=False every step recomputes the whole
-    sequence (the slow baseline that bench/bench_generate.py compares with). The returned tensors are
-    ordinary tensors (not inference-mode ones): they can be used under autograd and edited in place."""
+    sequence (the slow baseline that bench/bench_generate.py compares with). With drop_finished=False the
+    rows that have ended stay in the batch to the last step (bench/bench_collect.py compares). The returned
+    tensors are ordinary tensors (not inference-mode ones): they can be used under autograd and edited in place."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)  # (B, P)
@@ -149,7 +151,7 @@ def generate(
             n_running = int(running.sum())  # one host sync per step; far cheaper than steps nobody needs
             if n_running == 0:
                 break
-            if cache is not None and n_running <= 3 * n_rows // 4:
+            if cache is not None and drop_finished and n_running <= 3 * n_rows // 4:
                 keep = running.nonzero().squeeze(1)  # (R',) positions of the running rows among those computed
                 cache.keep(keep)
                 rows = keep if isinstance(rows, slice) else rows[keep]
