@@ -2,6 +2,7 @@
 
     python bench/bench_ppo.py                       # laptop default config, checkpoints from out/ if present
     python bench/bench_ppo.py --iterations=5 --threads=1
+    python bench/bench_ppo.py --compare_cut          # also without cutting all-padding columns, side by side
 
 Runs the same steps as train_ppo.py's loop (minigpt_rlhf.rollout.make_rollout, then compute_advantages and
 train_ppo.ppo_update) on the laptop default config, but times each part on its own:
@@ -17,6 +18,10 @@ the trained ones, so responses have their real lengths; without them, randomly i
 laptop shape, whose responses rarely emit EOS (so generation runs the full max_new_tokens: an upper bound).
 The target of issue 6: generation at most half the iteration time. Timings are medians over --iterations,
 after one untimed warm-up iteration; the foreign-load column says how busy the rest of the machine was.
+
+Minibatches are cut to the columns that hold a real token of one of their rows (rollout.padding_span). With
+--compare_cut every round also runs one iteration that keeps every column (padding_span replaced by the full
+span), so the two are timed alternately under the same conditions.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,6 +46,7 @@ from bench_generate import ForeignLoad  # noqa: E402
 import train_ppo  # noqa: E402
 import train_sft  # noqa: E402
 from minigpt_rlhf import ppo  # noqa: E402
+from minigpt_rlhf import rollout as R  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from minigpt_rlhf.common import compute_init, make_scaler  # noqa: E402
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts  # noqa: E402
@@ -56,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--out_dir", default=str(ROOT / "out"), help="where sft/model.pt and rm/model.pt are")
     p.add_argument("--iterations", type=int, default=3, help="timed iterations (after one warm-up)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--compare_cut", action="store_true", help="also time iterations that keep all-pad columns")
     return p.parse_args(argv)
 
 
@@ -91,13 +99,15 @@ def iteration(policy, ref, rm, value_model, optimizer, scaler, prompts, corpus, 
                                                       temperature=config.temperature, n_vocab=tok.n_vocab,
                                                       generator=gen))
         tokens, mask, P = s.tokens, s.attention_mask, s.prompt_tokens.size(1)
+        N = tokens.size(1) - P
         parts = {k: [] for k in ("policy", "ref", "value", "rm")}
         for i in range(0, tokens.size(0), config.minibatch_size):
-            t, m = tokens[i: i + config.minibatch_size], mask[i: i + config.minibatch_size]
-            T = config.temperature
-            parts["policy"].append(timed(times, "policy", policy_logprobs, policy, t, m, P, T, banned))
-            parts["ref"].append(timed(times, "ref", policy_logprobs, ref, t, m, P, T, banned))
-            parts["value"].append(timed(times, "value", value_estimates, value_model, t, m, P))
+            start, n = R.padding_span(mask[i: i + config.minibatch_size], P)
+            t, m = tokens[i: i + config.minibatch_size, start: P + n], mask[i: i + config.minibatch_size, start: P + n]
+            p, T, back = P - start, config.temperature, (0, N - n)
+            parts["policy"].append(F.pad(timed(times, "policy", policy_logprobs, policy, t, m, p, T, banned), back))
+            parts["ref"].append(F.pad(timed(times, "ref", policy_logprobs, ref, t, m, p, T, banned), back))
+            parts["value"].append(F.pad(timed(times, "value", value_estimates, value_model, t, m, p), back))
             scores = timed(times, "rm", rm, t, m).float()
             parts["rm"].append(scores.gather(1, ppo.last_token_index(m)[:, None]).squeeze(1))
     rm_scores = torch.cat(parts["rm"])
@@ -129,24 +139,34 @@ def main(args):
           f"{args.threads} thread(s)")
     args_ = (policy, ref, rm, value_model, optimizer, make_scaler(rt), prompts, corpus, config, tok, banned, rng,
              gen, rt)
+    cut = R.padding_span
+    modes = {"cut": cut, "all columns": lambda mask, P: (0, mask.size(1) - P)}
+    if not args.compare_cut:
+        modes.pop("all columns")
     iteration(*args_)  # warm-up
-    rows = []
+    rows = {mode: [] for mode in modes}
     for _ in range(args.iterations):
-        with ForeignLoad() as load:
-            rows.append(iteration(*args_))
-        rows[-1]["foreign"] = load.cores if load.cores is not None else float("nan")
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    total = statistics.median(sum(r[k] for k in PARTS) for r in rows)
-    print("\n| part | median s | share of iteration |\n|---|---:|---:|")
-    for k in PARTS:
-        print(f"| {k} | {med[k]:.3f} | {med[k] / total:.1%} |")
-    scoring = sum(med[k] for k in ("policy", "ref", "value", "rm"))
-    print(f"| **iteration** | **{total:.3f}** | 100% |")
-    print(f"\nscoring (policy + ref + value + rm): {scoring:.3f} s; generation share {med['generate'] / total:.1%} "
-          f"(target <= 50%); {config.rollout_batch_size / total:.1f} samples/s; mean response "
-          f"{med['response_tokens']:.1f} tokens; foreign load per iteration (cores): "
-          + ", ".join(f"{r['foreign']:.2f}" for r in rows))
-
+        for mode, span in modes.items():
+            R.padding_span = span
+            with ForeignLoad() as load:
+                rows[mode].append(iteration(*args_))
+            rows[mode][-1]["foreign"] = load.cores if load.cores is not None else float("nan")
+    R.padding_span = cut
+    totals = {}
+    for mode, runs in rows.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        total = totals[mode] = statistics.median(sum(r[k] for k in PARTS) for r in runs)
+        print(f"\n{mode}:\n| part | median s | share of iteration |\n|---|---:|---:|")
+        for k in PARTS:
+            print(f"| {k} | {med[k]:.3f} | {med[k] / total:.1%} |")
+        scoring = sum(med[k] for k in ("policy", "ref", "value", "rm"))
+        print(f"| **iteration** | **{total:.3f}** | 100% |")
+        print(f"\nscoring (policy + ref + value + rm): {scoring:.3f} s; generation share {med['generate'] / total:.1%} "
+              f"(target <= 50%); {config.rollout_batch_size / total:.1f} samples/s; mean response "
+              f"{med['response_tokens']:.1f} tokens; foreign load per iteration (cores): "
+              + ", ".join(f"{r['foreign']:.2f}" for r in runs))
+    if len(totals) == 2:
+        print(f"\ncutting all-pad columns: iteration {totals['all columns'] / totals['cut']:.2f}x faster")
 
 if __name__ == "__main__":
     main(parse_args())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from . import ppo
 from .sampling import Samples, generate, token_logprobs
@@ -33,11 +34,32 @@ class Rollout:
     returns: torch.Tensor | None = None  # (B, N) value targets
 
     def index(self, idx):
-        """A minibatch: every tensor sliced along the batch dimension."""
+        """A minibatch: every tensor sliced along the batch dimension, then cut to the columns that hold a real
+        token of one of its rows (`padding_span`): position ids come from the mask, so dropping columns that
+        are padding in every row changes no output at a real position, and saves computing them."""
+        rows = {k: v[idx] if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
+        P = self.prompt_len
+        start, n = padding_span(rows["attention_mask"], P)
         out = {}
-        for k, v in self.__dict__.items():
-            out[k] = v[idx] if isinstance(v, torch.Tensor) else v
+        for k, v in rows.items():
+            if k in ("tokens", "attention_mask"):
+                out[k] = v[:, start: P + n]  # (b, P - start + n)
+            elif isinstance(v, torch.Tensor) and v.dim() == 2:
+                out[k] = v[:, :n]  # (b, n) per-response-token tensors
+            else:
+                out[k] = v
+        out["prompt_len"] = P - start
         return Rollout(**out)
+
+
+def padding_span(attention_mask: torch.Tensor, prompt_len: int) -> tuple[int, int]:
+    """(start, n) for a batch of left-padded prompts of prompt_len columns followed by right-padded responses:
+    columns [start, prompt_len + n) hold every real token; those before start are left padding in every row,
+    those after are right padding in every row. In PPO's random minibatches of rollouts about 1/6 of the
+    columns go (bench/bench_ppo.py)."""
+    start = prompt_len - int(attention_mask[:, :prompt_len].sum(1).max())
+    n = int(attention_mask[:, prompt_len:].sum(1).max())
+    return start, n
 
 
 def response_logits(model, tokens, attention_mask, prompt_len: int):
@@ -81,14 +103,18 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
         s: Samples = generate(policy, prompts, max_new_tokens, tok.eos_id, tok.pad_id, temperature=temperature,
                               n_vocab=tok.n_vocab, generator=generator)
     tokens, mask, P = s.tokens, s.attention_mask, s.prompt_tokens.size(1)
+    N = tokens.size(1) - P
     logprobs, ref_logprobs, values, rm_scores = [], [], [], []
     for i in range(0, tokens.size(0), minibatch_size):
-        t, m = tokens[i: i + minibatch_size], mask[i: i + minibatch_size]
+        # the same minibatch, cut to the same columns, as Rollout.index gives the first PPO epoch
+        start, n = padding_span(mask[i: i + minibatch_size], P)
+        t, m, p = tokens[i: i + minibatch_size, start: P + n], mask[i: i + minibatch_size, start: P + n], P - start
+        back = (0, N - n)  # pad the (b, n) results back to the batch's N response columns, with zeros
         with autocast():
-            logprobs.append(policy_logprobs(policy, t, m, P, temperature, banned_ids).float())
-            ref_logprobs.append(policy_logprobs(ref, t, m, P, temperature, banned_ids).float())
-            values.append(value_estimates(value_model, t, m, P))
-            all_scores = rm(t, attention_mask=m).float()  # (b, P + N)
+            logprobs.append(F.pad(policy_logprobs(policy, t, m, p, temperature, banned_ids).float(), back))
+            ref_logprobs.append(F.pad(policy_logprobs(ref, t, m, p, temperature, banned_ids).float(), back))
+            values.append(F.pad(value_estimates(value_model, t, m, p), back))
+            all_scores = rm(t, attention_mask=m).float()  # (b, p + n)
         rm_scores.append(all_scores.gather(1, ppo.last_token_index(m)[:, None]).squeeze(1))  # at EOS
     rm_scores = torch.cat(rm_scores)
     # a response cut off without EOS gets a fixed penalty instead of the RM score (lm-human-preferences)

@@ -8,7 +8,7 @@ import train_ppo
 from minigpt_rlhf.common import compute_init, make_scaler
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
-from minigpt_rlhf.rollout import compute_advantages, make_rollout
+from minigpt_rlhf.rollout import compute_advantages, make_rollout, policy_logprobs, value_estimates
 from minigpt_rlhf.sampling import banned_token_ids
 
 V, EOS, PAD, X = 24, 22, 23, 5  # X: the token the toy reward counts
@@ -63,6 +63,40 @@ def test_ratio_is_exactly_one_on_the_first_minibatch_of_the_first_epoch():
     assert stats["ratio_mean"] == 1.0 and stats["approx_kl"] == 0.0 and stats["clipfrac"] == 0.0
     # and the reference equals the policy before any update: KL exactly 0
     assert torch.equal(r.logprobs, r.ref_logprobs)
+
+
+def test_minibatches_drop_columns_that_are_padding_in_every_row_and_change_no_output():
+    policy, ref, value = models()
+    cfg = config()
+    r = compute_advantages(rollout(policy, ref, value, cfg), 0.01, 1.0, 0.95)
+    P = r.prompt_len
+    banned = banned_token_ids(V, V, PAD)
+    with torch.no_grad():  # one forward over the whole batch, no column dropped
+        full = policy_logprobs(policy, r.tokens, r.attention_mask, P, cfg.temperature, banned)
+        full_values = value_estimates(value, r.tokens, r.attention_mask, P)
+    real = r.response_mask.bool()
+    # make_rollout scored cut minibatches and padded the results back: equal at every real token, 0 elsewhere
+    torch.testing.assert_close(r.logprobs[real], full[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.values[real], full_values[real], atol=1e-5, rtol=0)
+    assert (r.logprobs[~real] == 0).all()
+    for idx in [torch.tensor([1, 3]), torch.tensor([0, 2, 5]), torch.arange(len(PROMPTS))]:
+        mb = r.index(idx)
+        prompt_lens = r.attention_mask[idx, :P].sum(1)
+        response_lens = r.response_mask[idx].sum(1)
+        # prompts [4, 6] and [11] alone: the longest is 2 tokens, so P - 2 all-pad columns go on the left
+        assert mb.prompt_len == int(prompt_lens.max())
+        assert mb.response_mask.size(1) == mb.advantages.size(1) == int(response_lens.max())
+        assert mb.tokens.size(1) == mb.prompt_len + int(response_lens.max())
+        for j, i in enumerate(idx.tolist()):  # every real token kept, in order
+            assert torch.equal(mb.tokens[j][mb.attention_mask[j].bool()], r.tokens[i][r.attention_mask[i].bool()])
+        n = mb.response_mask.size(1)
+        torch.testing.assert_close(mb.advantages, r.advantages[idx, :n])
+        assert (r.response_mask[idx, n:] == 0).all()  # only padding was cut
+        with torch.no_grad():
+            lp = policy_logprobs(policy, mb.tokens, mb.attention_mask, mb.prompt_len, cfg.temperature, banned)
+        m = mb.response_mask.bool()
+        torch.testing.assert_close(lp[m], full[idx, :n][m], atol=1e-5, rtol=0)
+    assert r.index(torch.tensor([1, 3])).prompt_len < P
 
 
 def test_response_without_eos_gets_the_fixed_penalty_instead_of_the_score():
