@@ -86,6 +86,7 @@ class Config:
     tokenizer: str = "default"  # must match the SFT checkpoint's tokenizer
     sft_checkpoint: str = ""  # default: {out_dir}/sft/model.pt
     comparisons: str = ""  # a comparisons JSONL to train on; default: {out_dir}/rm/comparisons.jsonl
+    val_comparisons: str = ""  # a held-out comparisons JSONL to evaluate on (then all of `comparisons` train)
     relabel: bool = False  # sample and rank new comparisons even if the file exists
     max_prompts: int = 0  # RM prompts to collect comparisons for (0 = all)
     k_min: int = 4  # fewest responses ranked per prompt (paper: 4)
@@ -94,7 +95,7 @@ class Config:
     max_new_tokens: int = 48  # response length limit when sampling
     distinct_tries: int = 2  # extra sampling rounds that replace repeated or empty responses (0 = none)
     target_agreement: float = 0.726  # inter-labeler agreement the labeler noise is calibrated to
-    val_fraction: float = 0.15  # share of prompts held out for evaluation
+    val_fraction: float = 0.15  # share of prompts held out for evaluation (unless val_comparisons is given)
     epochs: int = 1  # passes over the comparisons (paper: 1; more overfits)
     prompts_per_batch: int = 4  # whole prompts per optimizer step
     lr: float = 3e-4  # peak learning rate
@@ -292,10 +293,18 @@ def main(config: Config) -> dict:
     t_collect = time.time() - t0
 
     split_rng = np.random.default_rng([config.seed, 1])  # the same split and batches however they were collected
-    perm = split_rng.permutation(len(comparisons))
-    n_val = max(1, int(len(comparisons) * config.val_fraction))
-    val = [comparisons[i] for i in perm[:n_val]]
-    train = [comparisons[i] for i in perm[n_val:]]
+    if config.val_comparisons:  # a fixed held-out set (e.g. to compare RMs trained on different data)
+        train, val = comparisons, read_comparisons(config.val_comparisons)
+        shared = {c["prompt"] for c in train} & {c["prompt"] for c in val}
+        if shared:
+            raise SystemExit(f"--val_comparisons={config.val_comparisons}: {len(shared)} of its prompts are also in "
+                             f"the training comparisons (e.g. {sorted(shared)[0]!r}); a held-out set must not be "
+                             "trained on")
+    else:
+        perm = split_rng.permutation(len(comparisons))
+        n_val = max(1, int(len(comparisons) * config.val_fraction))
+        val = [comparisons[i] for i in perm[:n_val]]
+        train = [comparisons[i] for i in perm[n_val:]]
 
     # ---- the reward model: the SFT model with its unembedding swapped for a scalar head ----
     rm = swap_unembedding(sft).to(rt.device)

@@ -68,6 +68,24 @@ def test_ppo_stage_writes_eval_with_the_documented_keys(pipeline):
         assert key in log[0]
 
 
+def test_rm_with_val_comparisons_trains_on_all_comparisons_and_evaluates_on_the_given_file(pipeline, tmp_path):
+    out, _ = pipeline
+    lines = (out / "rm" / "comparisons.jsonl").read_text().splitlines()
+    held, rest = lines[:3], lines[3:]
+    (tmp_path / "train.jsonl").write_text("\n".join(rest) + "\n")
+    (tmp_path / "val.jsonl").write_text("\n".join(held) + "\n")
+    args = ["--preset=tiny", f"--out_dir={tmp_path}", f"--sft_checkpoint={out / 'sft' / 'model.pt'}",
+            f"--comparisons={tmp_path / 'train.jsonl'}", f"--val_comparisons={tmp_path / 'val.jsonl'}"]
+    result = train_rm.main(parse_config(train_rm.Config, args, train_rm.PRESETS))
+    assert result["n_train_prompts"] == len(rest) and result["n_val_prompts"] == len(held)
+    pairs = sum(len(json.loads(line)["responses"]) * (len(json.loads(line)["responses"]) - 1) // 2 for line in held)
+    assert result["n_val_pairs"] == pairs
+    # a held-out file that shares a prompt with the training file is refused, naming the option
+    (tmp_path / "val.jsonl").write_text(rest[0] + "\n")
+    with pytest.raises(SystemExit, match="--val_comparisons=.*1 of its prompts are also in the training"):
+        train_rm.main(parse_config(train_rm.Config, args, train_rm.PRESETS))
+
+
 def test_rm_without_sft_checkpoint_is_a_clear_error(tmp_path):
     cfg = parse_config(train_rm.Config, ["--preset=tiny", f"--out_dir={tmp_path}"], train_rm.PRESETS)
     with pytest.raises(FileNotFoundError, match="train_sft.py"):
