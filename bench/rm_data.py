@@ -91,8 +91,9 @@ def main(args):
                                     tok, where=str(sft_path)).eval()
         rng = np.random.default_rng(args.seed)
         order = rng.permutation(len(pool))
-        # a few more than needed: prompts whose samples are all repeats or empty drop out
-        rows = [pool[i] for i in order[: int(1.05 * (args.n_val + max(sizes)))]]
+        # more than needed: prompts whose samples are all repeats or empty drop out (5 % of them for the
+        # laptop SFT model, 9 % for a 3M-parameter one, which repeats itself more)
+        rows = [pool[i] for i in order[: int(1.15 * (args.n_val + max(sizes)))]]
         print(f"collecting comparisons for {len(rows)} of {len(pool)} prompts ...", flush=True)
         comparisons, temperature = train_rm.collect_comparisons(sft, tok, rows, train_rm.Config(), rt, rng)
         # collect_comparisons keeps the order of `rows` (it drops prompts with fewer than 2 responses)
