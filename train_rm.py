@@ -273,6 +273,8 @@ def main(config: Config) -> dict:
     # ---- comparisons ----
     if config.resume and config.relabel:
         raise SystemExit("--resume=True continues training on the saved comparisons; it cannot --relabel=True")
+    # a held-out file is read first, so that a bad one stops the run before any sampling
+    val_given = read_comparisons(config.val_comparisons) if config.val_comparisons else None
     cmp_path = config.comparisons or os.path.join(config.out_dir, "rm", "comparisons.jsonl")
     temp_path = os.path.join(config.out_dir, "rm", "labeler.json")
     if config.comparisons or (os.path.exists(cmp_path) and not config.relabel):
@@ -294,7 +296,7 @@ def main(config: Config) -> dict:
 
     split_rng = np.random.default_rng([config.seed, 1])  # the same split and batches however they were collected
     if config.val_comparisons:  # a fixed held-out set (e.g. to compare RMs trained on different data)
-        train, val = comparisons, read_comparisons(config.val_comparisons)
+        train, val = comparisons, val_given
         shared = {c["prompt"] for c in train} & {c["prompt"] for c in val}
         if shared:
             raise SystemExit(f"--val_comparisons={config.val_comparisons}: {len(shared)} of its prompts are also in "
