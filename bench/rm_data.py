@@ -43,7 +43,6 @@ from minigpt_rlhf.common import compute_init  # noqa: E402
 from minigpt_rlhf.data import read_prompts  # noqa: E402
 from minigpt_rlhf.reward import write_jsonl  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
-from minigpt_rlhf.world import build  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,13 +59,7 @@ def parse_args(argv=None):
 
 def prompt_pool(n: int, seed: int, data_dir: Path) -> list[dict]:
     """The world's RM split at n prompts, minus the prompts of data_dir's PPO split."""
-    saved = dict(build.SPLIT_SIZES)
-    try:
-        build.SPLIT_SIZES["rm"] = n
-        rows = world.generate_world(seed).splits["rm"]
-    finally:
-        build.SPLIT_SIZES.clear()
-        build.SPLIT_SIZES.update(saved)
+    rows = world.generate_world(seed, sizes={"rm": n}).splits["rm"]
     ppo = {r["prompt"] for r in read_prompts(data_dir / "ppo_prompts.jsonl")}
     rm = [r["prompt"] for r in read_prompts(data_dir / "rm_prompts.jsonl")]
     pool = [r for r in rows if r["prompt"] not in ppo]

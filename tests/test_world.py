@@ -215,6 +215,19 @@ def test_demonstration_quality_modes_are_ordered_by_gold():
     assert by_mode["good"] >= 0.95
 
 
+def test_a_larger_split_starts_with_the_default_one_and_leaves_earlier_splits_unchanged():
+    default = generate_world(seed=11, scale=0.05)
+    larger = generate_world(seed=11, scale=0.05, sizes={"rm": 2400})
+    for split in ("eval", "sft_train", "sft_val"):  # drawn before rm
+        assert larger.splits[split] == default.splits[split]
+    assert len(larger.splits["rm"]) == round(2400 * 0.05) > len(default.splits["rm"])
+    assert {r["prompt"] for r in default.splits["rm"]} <= {r["prompt"] for r in larger.splits["rm"]}
+    prompts = [r["prompt"] for split in larger.splits.values() for r in split]
+    assert len(prompts) == len(set(prompts))  # still pairwise disjoint
+    with pytest.raises(ValueError, match="unknown split"):
+        generate_world(seed=11, scale=0.05, sizes={"reward": 10})
+
+
 # --- the committed data/ files --------------------------------------------------------------------
 
 

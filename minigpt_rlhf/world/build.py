@@ -80,9 +80,16 @@ def _sort_key(record: dict) -> tuple:
     return FAMILIES.index(record["family"]), record["prompt"], record.get("response", "")
 
 
-def generate_world(seed: int = 1337, scale: float = 1.0) -> World:
-    """Generate the splits and corpora. `scale` shrinks every size (tests use ~0.02)."""
-    sizes = {name: max(len(FAMILIES), round(total * scale)) for name, total in SPLIT_SIZES.items()}
+def generate_world(seed: int = 1337, scale: float = 1.0, sizes: dict[str, int] | None = None) -> World:
+    """Generate the splits and corpora. `scale` shrinks every size (tests use ~0.02). `sizes` replaces some
+    of SPLIT_SIZES (e.g. {"rm": 4800}, bench/rm_data.py). Each family draws each split's prompts from its own
+    seeded stream, so a larger split starts with the prompts of the default one, and the splits drawn before
+    it (eval, sft_train, sft_val, then rm, ppo) are unchanged; the ones drawn after it change."""
+    unknown = set(sizes or {}) - set(SPLIT_SIZES)
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; the splits are {list(SPLIT_SIZES)}")
+    totals = {**SPLIT_SIZES, **(sizes or {})}
+    sizes = {name: max(len(FAMILIES), round(total * scale)) for name, total in totals.items()}
     sizes["eval"] = max(MIN_EVAL_PER_FAMILY * len(FAMILIES), sizes["eval"])
     world = World(splits={name: [] for name in SPLIT_SIZES})
     seen: set[str] = set()
