@@ -82,7 +82,7 @@ class Config:
     # rewards and advantages
     kl_coef: float = 0.1  # beta: initial KL penalty coefficient (paper: 0.02)
     kl_target: float = 0.0  # > 0 turns on the adaptive KL controller (Ziegler et al.) with this target
-    kl_horizon: int = 10000  # horizon of the adaptive KL controller, in episodes
+    kl_horizon: int = 10000  # adaptive controller's horizon in episodes (10000 moves beta little in a laptop run)
     gamma: float = 1.0  # discount
     lam: float = 0.95  # GAE lambda
     # update
