@@ -295,7 +295,7 @@ def main(config: Config) -> dict:
     t_collect = time.time() - t0
 
     split_rng = np.random.default_rng([config.seed, 1])  # the same split and batches however they were collected
-    if config.val_comparisons:  # a fixed held-out set (e.g. to compare RMs trained on different data)
+    if val_given is not None:  # a fixed held-out set (e.g. to compare RMs trained on different data)
         train, val = comparisons, val_given
         shared = {c["prompt"] for c in train} & {c["prompt"] for c in val}
         if shared:

@@ -61,9 +61,9 @@ def prompt_pool(n: int, seed: int, data_dir: Path) -> list[dict]:
     """The world's RM split at n prompts, minus the prompts of data_dir's PPO split."""
     rows = world.generate_world(seed, sizes={"rm": n}).splits["rm"]
     ppo = {r["prompt"] for r in read_prompts(data_dir / "ppo_prompts.jsonl")}
-    rm = [r["prompt"] for r in read_prompts(data_dir / "rm_prompts.jsonl")]
+    default_rm = {r["prompt"] for r in read_prompts(data_dir / "rm_prompts.jsonl")}
     pool = [r for r in rows if r["prompt"] not in ppo]
-    if not set(rm) <= {r["prompt"] for r in pool}:
+    if not default_rm <= {r["prompt"] for r in pool}:
         raise SystemExit(f"the generated RM split does not contain {data_dir / 'rm_prompts.jsonl'}: was data/ made "
                          f"with another seed than --seed={seed}?")
     return pool
