@@ -76,21 +76,26 @@ def compute_init(device: str = "auto", dtype: str = "auto", seed: int = 1337) ->
 
 
 def compute_cleanup():
+    """End a torchrun process group cleanly: every rank waits here until all have finished (rank 0 may
+    still be writing a checkpoint when the others are done), then the group is destroyed on all ranks
+    together. A rank that tears down its connections while a peer still uses them can abort the run."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
 def run_script(main, config):
     """A script's entry point: run main(config); a bad or missing data file stops it with the message that
-    names the file and line (relative paths are resolved from the current directory), not a traceback."""
+    names the file and line (relative paths are resolved from the current directory), not a traceback.
+    Under torchrun the process group is destroyed after a normal finish only: after an error the other
+    ranks may be blocked in a collective, and a barrier would hang (torchrun stops them instead)."""
     from .data import DataError
 
     try:
         main(config)
     except (DataError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e} (working directory: {os.getcwd()})") from None
-    finally:
-        compute_cleanup()
+    compute_cleanup()
 
 
 def barrier():

@@ -165,3 +165,33 @@ def test_sharded_results_gather_in_order_and_metrics_average_over_ranks(two_rank
     for r in two_ranks:
         assert r["gathered"] == list(range(11))
         assert r["means"] == {"a": 0.5, "b": 5.0}
+
+
+def _slow_rank0_worker(rank, world_size, init_file, out_dir):
+    """run_script with a main in which rank 0 takes 1.5 s longer (as when it writes a checkpoint)."""
+    import time
+
+    from minigpt_rlhf.common import run_script
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    times = {}
+
+    def main(_config):
+        if rank == 0:
+            time.sleep(1.5)
+        times["main_done"] = time.time()
+
+    run_script(main, None)
+    times["script_done"], times["initialized_after"] = time.time(), dist.is_initialized()
+    torch.save(times, os.path.join(out_dir, f"times{rank}.pt"))
+
+
+def test_run_script_keeps_every_rank_until_the_slowest_has_finished():
+    """A rank that is done waits for the others before the process group is torn down: the fast rank leaves
+    run_script only after the slow rank's main has returned, and the group is destroyed on both."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_slow_rank0_worker, args=(2, os.path.join(tmp, "init"), tmp), nprocs=2, join=True)
+        slow, fast = (torch.load(os.path.join(tmp, f"times{r}.pt"), weights_only=True) for r in range(2))
+    assert fast["main_done"] < slow["main_done"] - 1.0  # rank 1's own work ended long before rank 0's
+    assert fast["script_done"] >= slow["main_done"]
+    assert not slow["initialized_after"] and not fast["initialized_after"]
