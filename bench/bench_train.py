@@ -10,6 +10,7 @@ AdamW step to both. Before timing, the script checks that both give the same los
     python bench/bench_train.py --optimizer                      # + AdamW step on both
     python bench/bench_train.py --preset=gpt2 --batch=4 --repeats=3
     python bench/bench_train.py --hf_attn=eager
+    python bench/bench_train.py --hf_fused_gelu                  # HF with torch's fused GELU: the same kernels
     python bench/bench_train.py --stages                         # our SFT and RM steps, eager vs compiled
     python bench/bench_train.py --stages --preset=gpu --device=cuda   # GPT-2-small shape on a GPU, with MFU
 
@@ -46,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--hf_attn", choices=["sdpa", "eager"], default="sdpa",
                    help="attn_implementation of the transformers model")
+    p.add_argument("--hf_fused_gelu", action="store_true",
+                   help="give the transformers model torch's fused tanh-GELU in place of its Python formula: both "
+                        "models then run the same kernels, and the ratio is what everything but the GELU costs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", action="store_true",
                    help="time our real SFT and RM training steps (eager vs torch.compile) instead of the HF race")
@@ -186,6 +190,9 @@ def main(args):
     V = preset["vocab_size"]
     with tempfile.TemporaryDirectory() as tmp:
         ours, hf = build_models(preset, args.hf_attn, Path(tmp))
+    if args.hf_fused_gelu:  # the same function (the loss and gradient check below holds), one fused kernel
+        for block in hf.transformer.h:
+            block.mlp.act = torch.nn.GELU(approximate="tanh")
     ours.train()
     hf.train()
     g = torch.Generator().manual_seed(args.seed)
@@ -220,7 +227,8 @@ def main(args):
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     print(f"preset {args.preset}: {preset}, {n_params / 1e6:.1f}M params")
     print(f"batch {args.batch} x {args.seq_len} tokens, fp32, forward + backward"
-          f"{' + AdamW step' if args.optimizer else ' (no optimizer step)'}, HF attn_implementation={args.hf_attn}")
+          f"{' + AdamW step' if args.optimizer else ' (no optimizer step)'}, HF attn_implementation={args.hf_attn}"
+          f"{', HF with the fused GELU' if args.hf_fused_gelu else ''}")
     print(f"initial loss ours {losses['ours']:.6f} HF {losses['hf']:.6f} (|diff| {loss_diff:.1e}); "
           f"max |grad diff| on wte {grad_diff:.1e}")
     if loss_diff > 1e-4 or grad_diff > 1e-4:
@@ -243,7 +251,8 @@ def main(args):
 
     n_tok = args.batch * args.seq_len
     tps = {name: n_tok / statistics.median(per_step[name]) for name in models}
-    labels = {"ours": "ours (minigpt_rlhf GPT)", "hf": f"transformers GPT2LMHeadModel ({args.hf_attn})"}
+    hf_label = args.hf_attn + (", fused GELU" if args.hf_fused_gelu else "")
+    labels = {"ours": "ours (minigpt_rlhf GPT)", "hf": f"transformers GPT2LMHeadModel ({hf_label})"}
     print()
     print("| model | median ms/step | min ms/step | tokens/s |")
     print("|---|---:|---:|---:|")

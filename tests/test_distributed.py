@@ -168,7 +168,7 @@ def test_sharded_results_gather_in_order_and_metrics_average_over_ranks(two_rank
 
 
 def _slow_rank0_worker(rank, world_size, init_file, out_dir):
-    """run_script with a main in which rank 0 takes 1.5 s longer (as when it writes a checkpoint)."""
+    """run_script with a main in which rank 0 takes 2 s longer (as when it writes a checkpoint)."""
     import time
 
     from minigpt_rlhf.common import run_script
@@ -178,7 +178,7 @@ def _slow_rank0_worker(rank, world_size, init_file, out_dir):
 
     def main(_config):
         if rank == 0:
-            time.sleep(1.5)
+            time.sleep(2.0)
         times["main_done"] = time.time()
 
     run_script(main, None)

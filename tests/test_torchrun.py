@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +17,9 @@ pytestmark = pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun n
 
 
 def torchrun(*args):
-    with socket.socket() as sock:  # a free port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [TORCHRUN, "--nproc_per_node=2", f"--master_port={port}", "train_ppo.py", "--preset=tiny", "--device=cpu",
-           *args]
+    # --standalone: torchrun picks a free port for the rendezvous itself (a port found here and passed on
+    # could be taken by another process in between)
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "train_ppo.py", "--preset=tiny", "--device=cpu", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
