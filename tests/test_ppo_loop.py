@@ -154,3 +154,50 @@ def test_tiny_ppo_run_raises_a_trivially_learnable_reward():
             train_ppo.ppo_update(policy, value, opt, make_scaler(rt), r, cfg, banned, None, rng, rt, ptx_coef=0.0)
         finals.append(float(rollout(policy, ref, value, cfg, seed=99, prompts=prompts).scores.mean()))
     assert np.mean(finals) > np.mean(firsts) + 1.0, (firsts, finals)
+
+
+def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alone():
+    """The KL reported after PPO, mean over responses of sum_t log pi(a_t|s_t) - log pi_SFT(a_t|s_t) at the
+    evaluation temperature, equals a brute-force loop that scores each sample alone (no padding, no batching:
+    35 samples span two of its chunks of 32); and it is 0 for a model against itself."""
+    from minigpt_rlhf.data import encode_prompt
+    from minigpt_rlhf.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    vocab = (tok.n_vocab + 63) // 64 * 64
+    cfg_model = GPTConfig(block_size=64, vocab_size=vocab, n_layer=1, n_head=2, n_embd=32)
+    torch.manual_seed(0)
+    policy = GPT(cfg_model).eval()
+    with torch.no_grad():
+        policy.lm_head.weight.mul_(20.0)  # (tied to wte) sharper logits: far from the near-uniform fresh ref
+    torch.manual_seed(1)
+    ref = GPT(cfg_model).eval()
+    banned = banned_token_ids(vocab, tok.n_vocab, tok.pad_id)
+    rng = np.random.default_rng(0)
+    allowed = [i for i in range(tok.n_vocab) if i not in (tok.pad_id, tok.eos_id)]
+    samples = []
+    for i in range(35):
+        response = [int(t) for t in rng.choice(allowed, int(rng.integers(1, 9)))] + [tok.eos_id] * (i % 2)
+        samples.append({"prompt": "Name a fruit." if i % 3 else f"List {i} colours, please.", "response_ids": response})
+    cfg = train_ppo.Config(eval_temperature=0.7)
+    rt = compute_init("cpu", "float32")
+
+    def summed_logprob(model, ids, n_prompt):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0] / cfg.eval_temperature  # (T, V)
+        logits[:, banned] = float("-inf")
+        logp = torch.log_softmax(logits, dim=-1)
+        return sum(float(logp[j - 1, ids[j]]) for j in range(n_prompt, len(ids)))  # token j is read at j - 1
+
+    expected = 0.0
+    for s in samples:
+        prompt = encode_prompt(tok, s["prompt"])
+        ids = prompt + s["response_ids"]
+        expected += summed_logprob(policy, ids, len(prompt)) - summed_logprob(ref, ids, len(prompt))
+    expected /= len(samples)
+    with torch.no_grad():
+        got = train_ppo.kl_to_reference(policy, ref, tok, samples, cfg, banned, rt)
+        itself = train_ppo.kl_to_reference(ref, ref, tok, samples, cfg, banned, rt)
+    assert abs(expected) > 1.0  # two different models: the check has something to see
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert itself == pytest.approx(0.0, abs=1e-6)
