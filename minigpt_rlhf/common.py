@@ -78,7 +78,8 @@ def compute_init(device: str = "auto", dtype: str = "auto", seed: int = 1337) ->
 def compute_cleanup():
     """End a torchrun process group cleanly: every rank waits here until all have finished (rank 0 may
     still be writing a checkpoint when the others are done), then the group is destroyed on all ranks
-    together. A rank that tears down its connections while a peer still uses them can abort the run."""
+    together. (Without the barrier, CI once saw rank 1 abort in its teardown while rank 0 was still
+    writing the checkpoint of a `--stop_at` run.)"""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
