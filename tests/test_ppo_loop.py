@@ -127,7 +127,7 @@ def test_ptx_term_enters_with_its_coefficient_and_zero_removes_it():
     with_ptx, stats = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=2.5, ptx_batch=(x, y))
     expected_ptx = torch.nn.functional.cross_entropy(policy(x).reshape(-1, V), y.reshape(-1))
     torch.testing.assert_close(with_ptx - base, 2.5 * expected_ptx)
-    assert stats["ptx_loss"] == pytest.approx(float(lm_loss(policy(x), y)))
+    assert stats["ptx_loss"] == pytest.approx(lm_loss(policy(x), y).item())
     # ptx_coef = 0 never touches the corpus batch
     loss0, stats0 = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=0.0, ptx_batch=None)
     torch.testing.assert_close(loss0, base)
