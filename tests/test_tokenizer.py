@@ -1,7 +1,7 @@
 """Tests for minigpt_rlhf.tokenizer: BPE training, the vocabulary file, GPT-2's files, identities.
 
 Everything runs offline on a vocabulary trained here, in-process, on generated text.
-The 3 MB timing benchmark is opt-in: MINIGPT_RLHF_BENCH=1 pytest -s tests/test_tokenizer.py
+The trainer's speed is measured by bench/bench_bpe.py, not here.
 """
 
 import hashlib
@@ -10,7 +10,6 @@ import json
 import os
 import random
 import re
-import time
 
 import pytest
 import tiktoken
@@ -338,17 +337,3 @@ def test_check_tokenizer_matches_accepts_same_and_names_where_on_mismatch(tok, r
     with pytest.raises(ValueError, match="ckpt/sft.pt") as info:
         check_tokenizer_matches(tok.identity(), other, where="ckpt/sft.pt")
     assert tok.identity()["sha256"] in str(info.value) and other.identity()["sha256"] in str(info.value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Opt-in benchmark
-
-
-@pytest.mark.skipif(not os.environ.get("MINIGPT_RLHF_BENCH"), reason="set MINIGPT_RLHF_BENCH=1 to run")
-def test_training_2048_tokens_on_3mb_takes_under_a_minute():
-    text = synthetic_text(3_000_000, n_words=20_000)
-    start = time.perf_counter()
-    ranks = train_bpe(text, 2048)
-    seconds = time.perf_counter() - start
-    print(f"\ntrain_bpe: vocab 2048 on {len(text.encode()) / 1e6:.1f} MB in {seconds:.1f} s")
-    assert len(ranks) == 2048 and seconds < 60
