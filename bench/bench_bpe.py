@@ -35,7 +35,7 @@ def main(argv=None):
     print("|---|---:|---:|---:|---|")
     for k in (int(s) for s in args.sizes.split(",")):
         rng = random.Random(k)
-        copies = [text] + [''.join(rng.sample(lines, len(lines))) for _ in range(k - 1)]
+        copies = [text] + ["".join(rng.sample(lines, len(lines))) for _ in range(k - 1)]
         corpus = "".join(copies)
         t0 = time.perf_counter()
         ranks = train_bpe(corpus, args.vocab_size)

@@ -202,13 +202,13 @@ def main(args):
     data = torch.randint(0, V, (args.batch, args.seq_len + 1), generator=g)
     x, y = data[:, :-1], data[:, 1:]  # (B, T) inputs and next-token targets
 
-    forwards = {name: (lambda m=m: m(x)) if name == "ours" else (lambda m=m: m(input_ids=x).logits)
-                for name, m in models.items()}
+    def logits(name):
+        return models[name](x) if name == "ours" else models[name](input_ids=x).logits
 
     # same function, same gradients: otherwise the comparison means nothing
     losses, grads = {}, {}
     for name in models:
-        loss = next_token_loss(forwards[name](), y)
+        loss = next_token_loss(logits(name), y)
         loss.backward()
         losses[name] = loss.item()
         grads[name] = models[name].lm_head.weight.grad.clone()  # tied to wte in both
@@ -220,7 +220,7 @@ def main(args):
         if args.optimizer else {}
 
     def train_step(name):
-        loss = next_token_loss(forwards[name](), y)
+        loss = next_token_loss(logits(name), y)
         loss.backward()
         if name in opts:
             opts[name].step()
