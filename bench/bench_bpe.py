@@ -41,7 +41,7 @@ def main(argv=None):
         ranks = train_bpe(corpus, args.vocab_size)
         seconds = time.perf_counter() - t0
         same = "-"
-        if k == 1 and args.vocab_size == 2048 and Path(args.corpus) == ROOT / "data" / "corpus_train.txt":
+        if k == 1 and args.vocab_size == 2048 and Path(args.corpus).resolve() == ROOT / "data" / "corpus_train.txt":
             same = "yes" if ranks == load_bpe(DEFAULT_BPE_PATH) else "NO"
         print(f"| {k}x {Path(args.corpus).name} | {len(corpus.encode()) / 1e6:.1f} | {len(ranks)} | "
               f"{seconds:.1f} | {same} |", flush=True)
