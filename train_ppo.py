@@ -24,6 +24,8 @@ Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -49,7 +51,7 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts
+from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts, read_sft
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.resume import (
@@ -96,6 +98,11 @@ class Config:
     grad_clip: float = 1.0  # clip the global gradient norm
     ptx_coef: float = 0.0  # gamma of PPO-ptx: weight of the pretraining next-token loss; 0 = plain PPO (README)
     ptx_batch_size: int = 8  # corpus windows of block_size tokens per update step
+    # iterated RLHF (Ouyang et al. 2022: steps 2 and 3 "can be iterated continuously")
+    rounds: int = 1  # RLHF rounds; each after the first collects comparisons on the current policy first
+    round_prompts: int = 300  # RM training prompts sampled from the policy and ranked in each later round
+    round_rm_epochs: int = 1  # passes over all comparisons so far when the RM goes on training
+    round_rm_lr: float = 1e-4  # the RM's constant learning rate in later rounds
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
     eval_temperature: float = 0.7  # temperature of the final SFT-vs-PPO comparison
@@ -164,6 +171,80 @@ def no_dropout(model):
             m.dropout = 0.0
     model.config.dropout = 0.0
     return model.eval()
+
+
+class Rounds:
+    """Iterated RLHF (Ouyang et al. 2022, sec. 3.1: steps 2 and 3 "can be iterated continuously"). Before each
+    round after the first, the current policy samples K responses for `round_prompts` of the RM's training
+    prompts, the same simulated labelers rank them (the labeler temperature of the first round), and the RM goes
+    on training on the old and new comparisons together. It sees exactly the responses PPO has learned to
+    overrate. The RM's held-out prompts stay held out; its bias and gain are set again as in train_rm.py."""
+
+    def __init__(self, config, rm_ckpt: dict, tok, rt):
+        import train_rm
+
+        self.config, self.tok, self.rt = config, tok, rt
+        self.rm_config = train_rm.Config(**{k: v for k, v in rm_ckpt["config"].items()
+                                            if k in train_rm.Config.__dataclass_fields__})
+        c = self.rm_config
+        self.per_round = -(-config.iterations // config.rounds)  # ceil
+        if config.rounds <= 1:
+            return
+        cmp_path = c.comparisons or os.path.join(c.out_dir, "rm", "comparisons.jsonl")
+        comparisons = train_rm.read_comparisons(cmp_path)
+        if c.val_comparisons:
+            self.train, self.val = comparisons, train_rm.read_comparisons(c.val_comparisons)
+        else:
+            self.train, self.val = train_rm.split_comparisons(comparisons, c.val_fraction, c.seed)
+        labeler = os.path.join(c.out_dir, "rm", "labeler.json")
+        self.temperature = None
+        if os.path.exists(labeler) and not c.comparisons:
+            with open(labeler) as f:
+                self.temperature = json.load(f)["temperature"]
+        self.demos = train_rm.normalization_demos(read_sft(os.path.join(c.data_dir, "sft_train.jsonl")),
+                                                  c.n_norm_demos, c.seed)
+        self.new = []  # comparisons sampled from the policy in later rounds
+
+    def state(self, rm) -> dict:
+        """What resuming needs: the RM as the rounds so far left it, their comparisons, the labeler temperature."""
+        if self.config.rounds <= 1:
+            return {}
+        return {"reward_model": rm.state_dict(), "round_comparisons": self.new,
+                "labeler_temperature": self.temperature}
+
+    def load_state(self, rm, state: dict):
+        if self.config.rounds > 1 and "reward_model" in state:
+            rm.load_state_dict(state["reward_model"])
+            self.new, self.temperature = state["round_comparisons"], state["labeler_temperature"]
+
+    def starts_at(self, it: int) -> bool:
+        return self.config.rounds > 1 and it > 0 and it % self.per_round == 0
+
+    def step(self, rm, policy, it: int, rng) -> tuple[torch.nn.Module, dict]:
+        """Collect, label, train, normalise; returns the new frozen RM and what to log."""
+        import train_rm
+
+        r = it // self.per_round
+        cfg = copy.copy(self.rm_config)
+        cfg.seed = self.rm_config.seed + 1000 * r  # fresh sampling noise each round
+        idx = rng.choice(len(self.train), min(self.config.round_prompts, len(self.train)), replace=False)
+        rows = [{"prompt": self.train[i]["prompt"], "family": self.train[i].get("family", "")} for i in idx]
+        new, self.temperature = train_rm.collect_comparisons(policy, self.tok, rows, cfg, self.rt, rng,
+                                                             temperature=self.temperature)
+        self.new += new
+        rm = copy.deepcopy(rm)
+        for p in rm.parameters():
+            p.requires_grad_(True)
+        train_acc = train_rm.train_more(rm, self.tok, self.train + self.new, self.config.round_rm_epochs,
+                                        self.config.round_rm_lr, self.rm_config, self.rt, rng)
+        train_rm.normalize(rm, self.tok, self.demos, new[:200] if self.rm_config.normalize_gain else None, self.rt)
+        held_out = train_rm.evaluate(rm, self.tok, self.val, self.temperature, self.rt, np.random.default_rng(0))
+        stats = {"round": r, "rm_train_accuracy": train_acc, "n_comparisons": len(self.train) + len(self.new),
+                 "rm_accuracy_vs_labels": held_out["accuracy_vs_labels"],
+                 "rm_accuracy_vs_gold": held_out["accuracy_vs_gold"]}
+        print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy vs labels "
+               f"{stats['rm_accuracy_vs_labels']:.3f}, vs gold {stats['rm_accuracy_vs_gold']:.3f}")
+        return frozen(rm), stats
 
 
 def minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch=None):
@@ -295,6 +376,7 @@ def main(config: Config) -> dict:
     # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
     train_policy = maybe_compile(policy, config.compile, rt)
     train_value = maybe_compile(value_model, config.compile, rt)
+    rounds = Rounds(config, rm_ckpt, tok, rt)
     kl_ctl = (ppo.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target > 0
               else ppo.FixedKLController(config.kl_coef))
 
@@ -315,6 +397,7 @@ def main(config: Config) -> dict:
         policy.load_state_dict(state["model"])
         value_model.load_state_dict(state["value_model"])
         kl_ctl.load_state_dict(state["kl_ctl"])
+        rounds.load_state(rm, state)
         start = restore_training(state, rt, optimizer, scaler, rng, gen)
         print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
         warn_config_changes(state, config, print0)
@@ -328,6 +411,9 @@ def main(config: Config) -> dict:
     with stopper:
         for it in bar:
             t_it = time.time()
+            if rounds.starts_at(it):
+                rm, round_stats = rounds.step(rm, policy, it, rng)
+                log.log(iteration=it, **round_stats)
             batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
             r = make_rollout(policy, ref, rm, value_model, [b["ids"] for b in batch], tok, config.max_new_tokens,
                              config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen,
@@ -351,7 +437,7 @@ def main(config: Config) -> dict:
             save, stop = stopper.after_step(it + 1, config.iterations, config.save_interval)
             if save:
                 save_resume(config.out_dir, "ppo", rt, policy, tok, config, optimizer, scaler, it + 1, rng, gen,
-                            value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict())
+                            value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
             if stop:
                 if rt.master:  # the policy so far, for sampling; --resume=True continues the run
                     save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config,
@@ -360,7 +446,8 @@ def main(config: Config) -> dict:
                 return {"interrupted": True, "iterations_done": it + 1}
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo",
-                        step=config.iterations, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict())
+                        step=config.iterations, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict(),
+                        **rounds.state(rm))
     remove_resume(config.out_dir, "ppo", rt)
     train_time = time.time() - t0
 

@@ -35,6 +35,7 @@ from minigpt_rlhf import world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from minigpt_rlhf.common import (
     JSONLLogger,
+    all_reduce_grads,
     all_reduce_mean,
     clip_and_step,
     compute_init,
@@ -70,6 +71,7 @@ from minigpt_rlhf.resume import (
 )
 from minigpt_rlhf.reward import (
     encode_responses,
+    normalization_demos,
     normalize_head,
     prompt_batches,
     read_comparisons,
@@ -96,7 +98,8 @@ class Config:
     distinct_tries: int = 2  # extra sampling rounds that replace repeated or empty responses (0 = none)
     target_agreement: float = 0.726  # inter-labeler agreement the labeler noise is calibrated to
     val_fraction: float = 0.15  # share of prompts held out for evaluation (unless val_comparisons is given)
-    epochs: int = 1  # passes over the comparisons (paper: 1; more overfits)
+    epochs: int = 1  # most passes over the comparisons (paper: 1, for a 6B RM on 33k prompts)
+    early_stopping: bool = False  # after each epoch, keep the weights with the lowest held-out ranking loss
     prompts_per_batch: int = 4  # whole prompts per optimizer step
     lr: float = 3e-4  # peak learning rate
     warmup_steps: int = 10  # linear warmup steps
@@ -122,8 +125,10 @@ PRESETS = {
 }
 
 
-def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], float]:
-    """Sample K responses per prompt from the SFT model and have the simulated labeler rank them.
+def collect_comparisons(sft, tok, rows, config, rt, rng, temperature=None) -> tuple[list[dict], float]:
+    """Sample K responses per prompt from the SFT model (or, in a later RLHF round, the current policy) and
+    have the simulated labeler rank them. The labeler's noise is calibrated on these groups, or fixed to a
+    given `temperature` (the same labelers in every round).
 
     A labeler ranks K *different* outputs: an empty response, or a repeat of one already in the group (a pair
     of identical texts has no right order, and no RM can separate them), is dropped and, for up to
@@ -157,7 +162,8 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
         raise SystemExit("the SFT model produced fewer than 2 non-empty responses for every RM prompt; "
                          "train SFT longer or raise max_new_tokens")
     # the labeler's noise is set so that two independent labelers agree on target_agreement of the pairs
-    temperature = calibrate_temperature([g for _, _, g in groups], config.target_agreement)
+    if temperature is None:
+        temperature = calibrate_temperature([g for _, _, g in groups], config.target_agreement)
     comparisons = []
     for row, group, gold in groups:
         ranking = rank_responses(gold, temperature, rng)
@@ -169,6 +175,13 @@ def collect_comparisons(sft, tok, rows, config, rt, rng) -> tuple[list[dict], fl
            f"({len(todo)} prompts still short of K after {config.distinct_tries} extra rounds); "
            f"{sum(not e for c in comparisons for e in c['ended'])} without EOS; labeler temperature {temperature:.4f}")
     return comparisons, temperature
+
+
+def split_comparisons(comparisons: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out): a seeded random share of the prompts is held out, the same however they were collected."""
+    perm = np.random.default_rng([seed, 1]).permutation(len(comparisons))
+    n_val = max(1, int(len(comparisons) * val_fraction))
+    return [comparisons[i] for i in perm[n_val:]], [comparisons[i] for i in perm[:n_val]]
 
 
 def pair_accuracy(rewards: list[float], order: list[int]) -> tuple[float, int]:
@@ -195,12 +208,20 @@ def rm_rewards(rm, tok, comparisons, rt, batch=16) -> list[list[float]]:
     out = []
     for i in range(0, len(mine), batch):
         chunk = mine[i: i + batch]
-        enc = [encode_responses(tok, c["prompt"], c["responses"]) for c in chunk]
+        enc = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in chunk]
         flat = score_comparisons(rm, enc, tok.pad_id, rt.device).float().cpu().tolist()
         for c in chunk:
             out.append(flat[: len(c["responses"])])
             flat = flat[len(c["responses"]):]
     return gather_shards(out, rt)
+
+
+def heldout_loss(rm, tok, comparisons, rt) -> float:
+    """Mean K-wise ranking loss over held-out prompts, against their labels (never the gold scores)."""
+    rewards = rm_rewards(rm, tok, comparisons, rt)
+    flat = torch.tensor([r for rs in rewards for r in rs])
+    loss, _ = batched_kwise_ranking_loss(flat, [c["ranking"] for c in comparisons])
+    return float(loss)
 
 
 def gold_of(c: dict) -> list[float]:
@@ -241,6 +262,49 @@ def evaluate(rm, tok, val, temperature, rt, rng) -> dict:
         "n_val_prompts": len(val),
         "n_val_pairs": lab[1],
     }
+
+
+@torch.no_grad()
+def normalize(rm, tok, demos: list[dict], samples: list[dict] | None, rt) -> tuple[float, float, float]:
+    """Fold into the RM's head a bias that gives the demonstrations mean reward 0 (Ouyang et al. 2022) and, if
+    `samples` (comparisons of policy samples) are given, a gain that gives their responses unit std
+    (lm-human-preferences). Returns (gain, shift, raw_std)."""
+    demo_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, [
+        {"prompt": d["prompt"], "responses": [d["response"]]} for d in demos], rt) for r in rs])
+    sample_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, samples, rt) for r in rs]) if samples else None
+    gain, shift, raw_std = normalize_head(rm, demo_rewards, sample_rewards)
+    print0(f"normalised: demonstrations' mean reward {shift:.3f} -> 0, gain {gain:.3f} (raw std {raw_std:.3f})")
+    return gain, shift, raw_std
+
+
+def train_more(rm, tok, comparisons: list[dict], epochs: int, lr: float, config, rt, rng) -> float:
+    """A later RLHF round: go on training the RM on `comparisons` (old and new) at a constant learning rate.
+    The same step as the first round's (rm_step_loss); gradients averaged over ranks by hand. Returns the
+    mean training-pair accuracy of the last epoch."""
+    encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in comparisons]
+    rankings = [c["ranking"] for c in comparisons]
+    optimizer = rm.configure_optimizer(lr, config.weight_decay, fused=rt.device.type == "cuda")
+    scaler = make_scaler(rt)
+    params = [p for p in rm.parameters() if p.requires_grad]
+    rm.train()
+    for _ in range(epochs):
+        accs = []
+        for b in prompt_batches(len(comparisons), config.prompts_per_batch, rng):
+            if len(b) < rt.world_size:
+                continue
+            loss, acc = rm_step_loss(rm, encoded, rankings, b, tok.pad_id, rt, scaler)
+            check_finite(loss, "rm")
+            all_reduce_grads(params, rt)
+            clip_and_step(optimizer, scaler, params, config.grad_clip)
+            accs.append(acc)
+    rm.eval()
+    return float(np.mean(accs))
+
+
+def check_finite(loss: float, stage: str):
+    if not np.isfinite(loss):
+        raise SystemExit(f"{stage}: loss became {loss}; stopping (the last saved checkpoint is left as it was). "
+                         "Try a lower learning rate.")
 
 
 def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) -> tuple[float, float]:
@@ -294,7 +358,6 @@ def main(config: Config) -> dict:
             write_json(temp_path, {"temperature": temperature, "target_agreement": config.target_agreement})
     t_collect = time.time() - t0
 
-    split_rng = np.random.default_rng([config.seed, 1])  # the same split and batches however they were collected
     if val_given is not None:  # a fixed held-out set (e.g. to compare RMs trained on different data)
         train, val = comparisons, val_given
         shared = {c["prompt"] for c in train} & {c["prompt"] for c in val}
@@ -303,10 +366,8 @@ def main(config: Config) -> dict:
                              f"the training comparisons (e.g. {sorted(shared)[0]!r}); a held-out set must not be "
                              "trained on")
     else:
-        perm = split_rng.permutation(len(comparisons))
-        n_val = max(1, int(len(comparisons) * config.val_fraction))
-        val = [comparisons[i] for i in perm[:n_val]]
-        train = [comparisons[i] for i in perm[n_val:]]
+        train, val = split_comparisons(comparisons, config.val_fraction, config.seed)
+    batch_rng = np.random.default_rng([config.seed, 2])  # the same batches however the comparisons were collected
 
     # ---- the reward model: the SFT model with its unembedding swapped for a scalar head ----
     rm = swap_unembedding(sft).to(rt.device)
@@ -328,16 +389,20 @@ def main(config: Config) -> dict:
     train_rm = maybe_compile(rm, config.compile, rt)
     if rt.ddp:
         train_rm = torch.nn.parallel.DistributedDataParallel(train_rm)
-    encoded = [encode_responses(tok, c["prompt"], c["responses"]) for c in train]
+    encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in train]
     too_long = sum(len(s) > rm.config.block_size for e in encoded for s in e)
     if too_long:
         raise SystemExit(f"{too_long} comparison responses are longer than the context "
                          f"({rm.config.block_size} tokens); shorten them or raise block_size")
-    batches = []
+    batches, epoch_ends = [], []
     for _ in range(config.epochs):
-        batches += prompt_batches(len(train), config.prompts_per_batch, split_rng)
-    # under DDP every rank needs at least one whole prompt per step: drop a too-small last batch
-    batches = [b for b in batches if len(b) >= rt.world_size]
+        # under DDP every rank needs at least one whole prompt per step: drop a too-small last batch
+        epoch = prompt_batches(len(train), config.prompts_per_batch, batch_rng)
+        batches += [b for b in epoch if len(b) >= rt.world_size]
+        epoch_ends.append(len(batches))
+    # early stopping: the weights after the epoch with the lowest held-out loss; stop once an epoch is worse
+    best = state.get("early_stopping") if config.resume else None
+    best = best or {"loss": float("inf"), "epoch": 0, "model": None}
     rankings = [c["ranking"] for c in train]
     log = JSONLLogger(os.path.join(config.out_dir, "rm", "log.jsonl"), rt.master, resume_step=start or None)
     rm.train()
@@ -346,28 +411,38 @@ def main(config: Config) -> dict:
         for step in bar:
             set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
             loss, accuracy = rm_step_loss(train_rm, encoded, rankings, batches[step], tok.pad_id, rt, scaler)
-            if not np.isfinite(loss):
-                raise SystemExit(f"rm: loss became {loss} at step {step}; stopping (the last saved checkpoint "
-                                 "is left as it was). Try a lower learning rate.")
+            check_finite(loss, f"rm step {step}")
             clip_and_step(optimizer, scaler, rm.parameters(), config.grad_clip)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
             log.log(step=step, loss=loss, accuracy=accuracy)
+            if config.early_stopping and step + 1 in epoch_ends:
+                rm.eval()
+                val_loss = heldout_loss(rm, tok, val, rt)
+                rm.train()
+                epoch = epoch_ends.index(step + 1) + 1
+                log.log(step=step, epoch=epoch, val_loss=val_loss)
+                print0(f"epoch {epoch}: held-out ranking loss {val_loss:.4f}")
+                if val_loss < best["loss"]:
+                    best = {"loss": val_loss, "epoch": epoch,
+                            "model": {k: v.detach().clone() for k, v in rm.state_dict().items()}}
+                else:
+                    break
             save, stop = stopper.after_step(step + 1, len(batches), config.save_interval)
             if save:
-                save_resume(config.out_dir, "rm", rt, rm, tok, config, optimizer, scaler, step + 1)
+                save_resume(config.out_dir, "rm", rt, rm, tok, config, optimizer, scaler, step + 1,
+                            early_stopping=best)
             if stop:
                 print0(f"stopped after RM step {step + 1}: resume with --resume=True")
                 return {"interrupted": True, "steps_done": step + 1}
+    if best["model"] is not None:
+        rm.load_state_dict(best["model"])
+        print0(f"early stopping: keeping the weights after epoch {best['epoch']} of {config.epochs}")
     rm.eval()
 
     # ---- normalisation: demonstrations get mean reward 0; SFT samples unit std ----
-    demos = read_sft(os.path.join(config.data_dir, "sft_train.jsonl"))[: config.n_norm_demos]
-    with torch.no_grad():
-        demo_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, [
-            {"prompt": d["prompt"], "responses": [d["response"]]} for d in demos], rt) for r in rs])
-        sample_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, train[:200], rt) for r in rs])
-    gain, shift, raw_std = normalize_head(rm, demo_rewards, sample_rewards if config.normalize_gain else None)
-    print0(f"normalised: demonstrations' mean reward {shift:.3f} -> 0, gain {gain:.3f} (raw std {raw_std:.3f})")
+    demos = normalization_demos(read_sft(os.path.join(config.data_dir, "sft_train.jsonl")), config.n_norm_demos,
+                                config.seed)
+    gain, shift, raw_std = normalize(rm, tok, demos, train[:200] if config.normalize_gain else None, rt)
 
     # ---- evaluation on held-out prompts ----
     if temperature is None:  # user-supplied comparisons: measure what the simulated labeler would give

@@ -70,10 +70,13 @@ def write_jsonl(path: str | Path, rows: list[dict]):
 # Batches of whole prompts
 
 
-def encode_responses(tok, prompt: str, responses: list[str]) -> list[list[int]]:
-    """prompt + response + EOS for each response: the reward is read at that EOS."""
+def encode_responses(tok, prompt: str, responses: list[str], ended: list[bool] | None = None) -> list[list[int]]:
+    """prompt + response + EOS for each response: the reward is read at that EOS. A response that was cut off
+    at the length limit (ended[i] False) gets no EOS, so the RM sees it unfinished, as the labeler who ranked
+    it did and as PPO's rollouts show it (the reward is then read at its last token). ended=None: all ended."""
     p = encode_prompt(tok, prompt)
-    return [p + tok.encode(r) + [tok.eos_id] for r in responses]
+    ended = [True] * len(responses) if ended is None else ended
+    return [p + tok.encode(r) + ([tok.eos_id] if e else []) for r, e in zip(responses, ended, strict=True)]
 
 
 def collate_sequences(seqs: list[list[int]], pad_id: int, device=None):
@@ -103,6 +106,14 @@ def score_comparisons(rm, encoded: list[list[list[int]]], pad_id: int, device) -
 
 # ----------------------------------------------------------------------------------------------------
 # Normalisation
+
+
+def normalization_demos(demos: list[dict], n: int, seed: int) -> list[dict]:
+    """A random sample of n demonstrations, to set the RM's mean-0 bias on. Not the first n lines: a data file
+    may be sorted (the world's is sorted by task family), and the bias must be the mean over all of them."""
+    if n <= 0 or n >= len(demos):
+        return list(demos)
+    return [demos[i] for i in sorted(np.random.default_rng(seed).permutation(len(demos))[:n])]
 
 
 @torch.no_grad()

@@ -52,9 +52,10 @@ def rollout(policy, ref, value, cfg, seed=0, rm=None, prompts=PROMPTS):
                         cfg.no_eos_penalty, banned, cfg.minibatch_size, torch.Generator().manual_seed(seed))
 
 
-def test_ratio_is_exactly_one_on_the_first_minibatch_of_the_first_epoch():
+@pytest.mark.parametrize("temperature", [0.7, 1.0])  # 0.7, the default, catches a temperature left out of a score
+def test_ratio_is_exactly_one_on_the_first_minibatch_of_the_first_epoch(temperature):
     policy, ref, value = models()
-    cfg = config()
+    cfg = config(temperature=temperature)
     r = compute_advantages(rollout(policy, ref, value, cfg), 0.01, 1.0, 0.95)
     rt = compute_init("cpu", "float32")
     banned = banned_token_ids(V, V, PAD)
@@ -201,3 +202,37 @@ def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alon
     assert abs(expected) > 1.0  # two different models: the check has something to see
     assert got == pytest.approx(expected, abs=1e-4)
     assert itself == pytest.approx(0.0, abs=1e-6)
+
+
+def test_compute_advantages_equals_a_hand_computation():
+    """KL-shaped rewards, GAE and whitening, all three, on two responses of 3 and 2 tokens (one pad)."""
+    from minigpt_rlhf.rollout import Rollout
+
+    logp = [[-1.0, -2.0, -0.5], [-0.3, -1.2, 0.0]]
+    ref_logp = [[-1.5, -1.0, -0.5], [-0.4, -1.0, 0.0]]
+    values = [[0.2, -0.1, 0.4], [1.0, 0.5, 9.0]]  # the 9.0 is at a pad and must not leak
+    scores, beta, gamma, lam = [2.0, -1.0], 0.1, 1.0, 0.9
+    mask = [[1, 1, 1], [1, 1, 0]]
+    r = Rollout(tokens=torch.zeros(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 4), prompt_len=1,
+                response_mask=torch.tensor(mask, dtype=torch.float), logprobs=torch.tensor(logp),
+                ref_logprobs=torch.tensor(ref_logp), values=torch.tensor(values), scores=torch.tensor(scores),
+                rm_scores=torch.tensor(scores), ended=torch.tensor([True, True]))
+    compute_advantages(r, beta, gamma, lam)
+    adv, ret, valid = [], [], []
+    for b in range(2):
+        n = sum(mask[b])
+        rew = [-beta * (logp[b][t] - ref_logp[b][t]) + (scores[b] if t == n - 1 else 0.0) for t in range(n)]
+        a, nxt_v, nxt_a = [0.0] * n, 0.0, 0.0
+        for t in reversed(range(n)):  # GAE by hand, V and A after the last token are 0
+            delta = rew[t] + gamma * nxt_v - values[b][t]
+            a[t] = delta + gamma * lam * nxt_a
+            nxt_v, nxt_a = values[b][t], a[t]
+        adv.append(a + [0.0] * (3 - n))
+        ret.append([a[t] + values[b][t] for t in range(n)] + [0.0] * (3 - n))
+        valid += a
+    mean = sum(valid) / len(valid)
+    std = (sum((x - mean) ** 2 for x in valid) / len(valid)) ** 0.5  # biased, as lm-human-preferences
+    white = [[(x - mean) / std if m else 0.0 for x, m in zip(row, mrow)] for row, mrow in zip(adv, mask)]
+    assert torch.allclose(r.returns, torch.tensor(ret), atol=1e-6)
+    assert torch.allclose(r.advantages, torch.tensor(white), atol=1e-5)
+    assert torch.allclose(r.kl, torch.tensor([[0.5, -1.0, 0.0], [0.1, -0.2, 0.0]]), atol=1e-6)

@@ -12,6 +12,7 @@ from minigpt_rlhf.reward import (
     collate_sequences,
     encode_responses,
     last_token_index,
+    normalization_demos,
     normalize_head,
     prompt_batches,
     read_comparisons,
@@ -144,3 +145,29 @@ def test_pairwise_lines_are_k_equals_2(tmp_path):
     rows = read_comparisons(path)
     assert rows[0]["responses"] == ["good", "bad"] and rows[0]["ranking"] == [0, 1]
     assert rows[1]["ranking"] == [2, 0, 1]
+
+
+def test_a_response_cut_off_without_eos_is_scored_at_its_last_token_with_no_eos_appended(tok):
+    done, cut = encode_responses(tok, "say hi.", ["Hi there!", "Hi there!"], ended=[True, False])
+    assert done == cut + [tok.eos_id] and cut[-1] != tok.eos_id
+    rm = tiny_rm(tok)
+    scores = score_comparisons(rm, [[done, cut]], tok.pad_id, "cpu")
+    with torch.no_grad():  # each scored alone, at its own last token
+        alone = [rm(torch.tensor([s]))[0, -1] for s in (done, cut)]
+    assert torch.allclose(scores, torch.stack(alone), atol=1e-5)
+
+
+def test_normalisation_demonstrations_cover_every_family_of_a_file_sorted_by_family():
+    from minigpt_rlhf.data import read_sft
+
+    demos = read_sft("data/sft_train.jsonl")  # the world's file, sorted by family
+    families = {d["family"] for d in demos}
+    picked = normalization_demos(demos, 512, seed=1337)
+    assert len(picked) == 512 and {d["family"] for d in picked} == families
+    assert len({d["_where"] for d in picked}) == 512  # no demonstration twice
+    # the mean over the sample is close to the mean over the file: each family is there in about its share
+    for f in families:
+        share = sum(d["family"] == f for d in picked) / 512
+        assert abs(share - sum(d["family"] == f for d in demos) / len(demos)) < 0.06
+    assert normalization_demos(demos, 512, seed=1337) == picked  # seeded
+    assert normalization_demos(demos[:10], 512, seed=1) == demos[:10]  # fewer than asked: all of them
