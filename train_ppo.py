@@ -54,6 +54,7 @@ from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts, read_sft
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
 from minigpt_rlhf.losses import lm_loss
+from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
 from minigpt_rlhf.resume import (
     Stopper,
     load_resume,
@@ -96,6 +97,7 @@ class Config:
     vf_clip_eps: float = 0.2  # value clipping
     vf_coef: float = 0.1  # value loss coefficient (lm-human-preferences)
     grad_clip: float = 1.0  # clip the global gradient norm
+    separate_grad_clip: bool = False  # clip the policy's and the value model's gradient norms each on its own
     ptx_coef: float = 0.0  # gamma of PPO-ptx: weight of the pretraining next-token loss; 0 = plain PPO (README)
     ptx_batch_size: int = 8  # corpus windows of block_size tokens per update step
     # iterated RLHF (Ouyang et al. 2022: steps 2 and 3 "can be iterated continuously")
@@ -290,7 +292,8 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
                                  "is left as it was). Try a lower learning rate.")
             scaler.scale(loss).backward()
             all_reduce_grads(params, rt)  # each rank sampled its own rollouts; average their gradients
-            clip_and_step(optimizer, scaler, params, config.grad_clip)
+            groups = [list(policy.parameters()), list(value_model.parameters())] if config.separate_grad_clip else None
+            clip_and_step(optimizer, scaler, params, config.grad_clip, groups)
             stats.append(mb_stats)
     out = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
     out["first_ratio_mean"], out["first_approx_kl"] = stats[0]["ratio_mean"], stats[0]["approx_kl"]
@@ -450,6 +453,10 @@ def main(config: Config) -> dict:
                         **rounds.state(rm))
     remove_resume(config.out_dir, "ppo", rt)
     train_time = time.time() - t0
+    if rt.master:  # gold and RM score of the rollouts against sqrt(KL): data always, a picture with matplotlib
+        curve = overoptimization_data(os.path.join(config.out_dir, "ppo", "log.jsonl"))
+        write_json(os.path.join(config.out_dir, "ppo", "overoptimization.json"), curve)
+        plot_overoptimization(curve, os.path.join(config.out_dir, "ppo", "overoptimization.png"))
 
     # ---- evaluation: the gold labeler compares PPO with SFT on held-out prompts ----
     eval_rows = read_prompts(os.path.join(config.data_dir, "eval_prompts.jsonl"))

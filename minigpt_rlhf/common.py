@@ -193,11 +193,17 @@ def make_scaler(runtime: Runtime) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
 
 
-def clip_and_step(optimizer, scaler, params, grad_clip: float) -> torch.Tensor:
+def clip_and_step(optimizer, scaler, params, grad_clip: float, groups: list | None = None) -> torch.Tensor:
     """Unscale (fp16), clip the global gradient norm, step (skipped by the scaler if a gradient is inf/nan),
-    then zero the gradients. Call after `scaler.scale(loss).backward()`. Returns the pre-clip norm."""
+    then zero the gradients. Call after `scaler.scale(loss).backward()`. Returns the pre-clip norm.
+    groups: lists of parameters whose norms are clipped each on its own instead (PPO's policy and value
+    networks: one network's large gradient then does not shrink the other's step)."""
     scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if groups:
+        norms = [torch.nn.utils.clip_grad_norm_(g, grad_clip) for g in groups]
+        norm = torch.linalg.vector_norm(torch.stack(norms))
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)

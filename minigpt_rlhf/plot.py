@@ -119,6 +119,43 @@ def plot_run(config: Config) -> str:
     return path
 
 
+def overoptimization_data(ppo_log, smooth: int = 5) -> dict:
+    """The over-optimisation picture of a PPO run (Gao et al. 2022): the rollouts' gold score and RM score
+    against d = sqrt(KL(policy || SFT)), one point per iteration, each a trailing mean over `smooth`
+    iterations (one batch of rollouts is noisy). KL is the batch mean of the per-response sum of k1."""
+    log = read_log(ppo_log)
+    keep = ~np.isnan(log["kl"])  # lines of the iterations (a round's line carries no kl)
+    kl = np.maximum(moving_average(log["kl"][keep], smooth), 0.0)  # k1 can dip below 0 by noise near d = 0
+    return {"sqrt_kl": np.sqrt(kl).tolist(), "gold_score": moving_average(log["gold_score"][keep], smooth).tolist(),
+            "rm_score": moving_average(log["rm_score"][keep], smooth).tolist()}
+
+
+def plot_overoptimization(data: dict, output: str, best_of_n: dict | None = None) -> str | None:
+    """Draw `overoptimization_data` (and, if given, best-of-n by RM and by gold: {"sqrt_kl", "gold_by_rm",
+    "gold_by_gold"} from bench/best_of_n.py) on one pair of axes. Returns the path, or None without matplotlib
+    (the data is written either way)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.plot(data["sqrt_kl"], data["gold_score"], "o-", ms=3, label="PPO rollouts: gold score")
+    ax.plot(data["sqrt_kl"], data["rm_score"], "o-", ms=3, alpha=0.6, label="PPO rollouts: RM score")
+    if best_of_n:
+        ax.plot(best_of_n["sqrt_kl"], best_of_n["gold_by_rm"], "s--", ms=4, label="best-of-n by RM: gold")
+        ax.plot(best_of_n["sqrt_kl"], best_of_n["gold_by_gold"], "^:", ms=4, label="best-of-n by gold: gold")
+    ax.set(xlabel="sqrt(KL to SFT) (sqrt nats)", ylabel="score", title="over-optimisation (Gao et al. 2022)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
 if __name__ == "__main__":
     from .common import run_script
     from .config import parse_config

@@ -236,3 +236,20 @@ def test_compute_advantages_equals_a_hand_computation():
     assert torch.allclose(r.returns, torch.tensor(ret), atol=1e-6)
     assert torch.allclose(r.advantages, torch.tensor(white), atol=1e-5)
     assert torch.allclose(r.kl, torch.tensor([[0.5, -1.0, 0.0], [0.1, -0.2, 0.0]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_separate_clipping_leaves_the_small_gradient_of_one_network_as_it_is(separate):
+    from minigpt_rlhf.common import clip_and_step
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    ga, gb = [0.1, 0.2, -0.2], [30.0, 40.0]  # norms 0.3 and 50
+    a.grad, b.grad = torch.tensor(ga), torch.tensor(gb)
+    opt = torch.optim.SGD([a, b], lr=1.0)
+    rt = compute_init("cpu", "float32")
+    clip_and_step(opt, make_scaler(rt), [a, b], 1.0, [[a], [b]] if separate else None)
+    joint = (sum(x * x for x in ga + gb)) ** 0.5
+    scale_a = 1.0 if separate else 1.0 / joint  # SGD with lr 1: the parameter moves by minus the clipped gradient
+    scale_b = 1.0 / 50.0 if separate else 1.0 / joint
+    assert torch.allclose(a.detach(), -torch.tensor(ga) * scale_a, atol=1e-6)
+    assert torch.allclose(b.detach(), -torch.tensor(gb) * scale_b, atol=1e-6)
