@@ -241,7 +241,7 @@ class Rounds:
                                         self.config.round_rm_lr, self.rm_config, self.rt, rng)
         train_rm.normalize(rm, self.tok, self.demos, new[:200] if self.rm_config.normalize_gain else None, self.rt)
         held_out = train_rm.evaluate(rm, self.tok, self.val, self.temperature, self.rt, np.random.default_rng(0))
-        stats = {"round": r, "rm_train_accuracy": train_acc, "n_comparisons": len(self.train) + len(self.new),
+        stats = {"round": r + 1, "rm_train_accuracy": train_acc, "n_comparisons": len(self.train) + len(self.new),
                  "rm_accuracy_vs_labels": held_out["accuracy_vs_labels"],
                  "rm_accuracy_vs_gold": held_out["accuracy_vs_gold"]}
         print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy vs labels "

@@ -208,3 +208,25 @@ class TokenStream:
             x = np.stack([self.tokens[i * block_size: (i + 1) * block_size] for i in idx])
             y = np.stack([self.tokens[i * block_size + 1: (i + 1) * block_size + 1] for i in idx])
             yield torch.from_numpy(x), torch.from_numpy(y)
+
+
+def few_shot_prompt(tok, prompt: str, demos: list[dict], max_tokens: int) -> list[int]:
+    """The prompt of the base model compared against in the final report, our stand-in for InstructGPT's
+    "GPT-3 (prompted)" baseline (Ouyang et al. 2022, fig. 1): demonstrations in the one prompt format, each
+    followed by its response and EOS (the pretraining corpus separates documents with EOS), then the prompt
+    in the same format. Takes demos in order while the whole fits in max_tokens; the prompt alone if none fits."""
+    ids = encode_prompt(tok, prompt)
+    shots = []
+    for d in demos:
+        shot = encode_prompt(tok, d["prompt"]) + tok.encode(d["response"]) + [tok.eos_id]
+        if len(shots) + len(shot) + len(ids) <= max_tokens:
+            shots += shot
+    return shots + ids
+
+
+def few_shot_demos(demos: list[dict], n: int, seed: int) -> list[dict]:
+    """n demonstrations for few-shot prompts: a seeded random draw of 4n, the n shortest of them (short
+    shots leave room in a small context)."""
+    rng = np.random.default_rng(seed)
+    pool = [demos[i] for i in rng.permutation(len(demos))[: 4 * n]]
+    return sorted(pool, key=lambda d: len(d["prompt"]) + len(d["response"]))[:n]

@@ -155,3 +155,19 @@ def test_scripts_stop_on_bad_data_with_the_file_and_line_not_a_traceback(tmp_pat
         assert p.returncode == 1
         assert f"error: {expected}" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "out" / "sft").exists()  # nothing was written
+
+
+def test_few_shot_prompt_puts_the_demonstrations_that_fit_before_the_prompt_in_the_one_format(tok):
+    from minigpt_rlhf.data import few_shot_demos, few_shot_prompt
+
+    demos = [{"prompt": "name a fruit.", "response": "Apple."}, {"prompt": "name a cat.", "response": "The cat."}]
+    shot = [tok.encode(PROMPT_TEMPLATE.format(prompt=d["prompt"]) + d["response"]) + [tok.eos_id] for d in demos]
+    prompt = tok.encode(PROMPT_TEMPLATE.format(prompt="name a mat."))
+    room = len(shot[0]) + len(shot[1]) + len(prompt)
+    assert few_shot_prompt(tok, "name a mat.", demos, room) == shot[0] + shot[1] + prompt
+    assert few_shot_prompt(tok, "name a mat.", demos, room - 1) == shot[0] + prompt  # the second no longer fits
+    assert few_shot_prompt(tok, "name a mat.", demos, len(prompt)) == prompt
+    many = [{"prompt": f"p{i}", "response": "x" * (i % 7 + 1)} for i in range(40)]
+    picked = few_shot_demos(many, 3, seed=0)
+    assert len(picked) == 3 and picked == few_shot_demos(many, 3, seed=0)
+    assert [len(d["response"]) for d in picked] == sorted(len(d["response"]) for d in picked)

@@ -69,7 +69,7 @@ def test_a_second_round_ranks_policy_samples_and_goes_on_training_the_rm(sft_out
 
     log = [json.loads(line) for line in (sft_out / "ppo" / "log.jsonl").read_text().splitlines()]
     rounds = [row for row in log if "round" in row]
-    assert [(r["round"], r["iteration"]) for r in rounds] == [(1, 2)]  # the second round starts at iteration 2
+    assert [(r["round"], r["iteration"]) for r in rounds] == [(2, 2)]  # the second round starts at iteration 2
     ckpt = load_checkpoint(sft_out / "ppo" / "model.pt")
     new = ckpt["round_comparisons"]
     first = train_rm.read_comparisons(sft_out / "rm" / "comparisons.jsonl")
