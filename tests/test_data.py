@@ -170,4 +170,7 @@ def test_few_shot_prompt_puts_the_demonstrations_that_fit_before_the_prompt_in_t
     many = [{"prompt": f"p{i}", "response": "x" * (i % 7 + 1)} for i in range(40)]
     picked = few_shot_demos(many, 3, seed=0)
     assert len(picked) == 3 and picked == few_shot_demos(many, 3, seed=0)
-    assert [len(d["response"]) for d in picked] == sorted(len(d["response"]) for d in picked)
+    size = [len(d["prompt"]) + len(d["response"]) for d in picked]
+    assert size == sorted(size)  # shortest first
+    pool = [many[i] for i in np.random.default_rng(0).permutation(40)[:12]]  # the seeded draw of 4n, by hand
+    assert max(size) <= sorted(len(d["prompt"]) + len(d["response"]) for d in pool)[2]
