@@ -16,6 +16,7 @@ PPO against that RM stalls too.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ import train_ppo  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from minigpt_rlhf.data import encode_prompts, read_prompts  # noqa: E402
 from minigpt_rlhf.evaluate import gold_scores, sample_responses, win_rate  # noqa: E402
+from minigpt_rlhf.plot import plot_overoptimization  # noqa: E402
 from minigpt_rlhf.reward import encode_responses, score_comparisons  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
 
@@ -37,7 +39,7 @@ from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
 @torch.no_grad()
 def rm_scores(rm, tok, samples, no_eos_penalty: float) -> np.ndarray:
     """The RM's score at EOS of each sample, or the no-EOS penalty for a response cut off without EOS. (P,)"""
-    enc = [encode_responses(tok, s["prompt"], [s["response"]]) for s in samples]
+    enc = [encode_responses(tok, s["prompt"], [s["response"]], [s["ended"]]) for s in samples]
     scores = torch.cat([score_comparisons(rm, enc[i: i + 64], tok.pad_id, "cpu") for i in range(0, len(enc), 64)])
     ended = torch.tensor([s["ended"] for s in samples])
     return torch.where(ended, scores.float(), torch.tensor(no_eos_penalty)).numpy()
@@ -66,13 +68,23 @@ def main():
     print("\n| k | KL bound (nats) | best-of-k by RM: win rate | its gold | best-of-k by gold: win rate | its gold |")
     print("|---:|---:|---:|---:|---:|---:|")
     k = 1
+    curve = {"k": [], "sqrt_kl": [], "gold_by_rm": [], "gold_by_gold": []}
     while k <= args.n:
         by_rm = gold[np.arange(len(gold)), rm_score[:, :k].argmax(1)]  # (P,) gold of the RM's pick
         by_gold = gold[:, :k].max(1)  # (P,)
-        kl = np.log(k) - (k - 1) / k
+        kl = np.log(k) - (k - 1) / k  # an upper bound on KL(best-of-k || SFT) (Beirami et al. 2024)
         print(f"| {k} | {kl:.2f} | {win_rate(list(by_rm), list(reference))[0]:.3f} | {by_rm.mean():.3f} | "
               f"{win_rate(list(by_gold), list(reference))[0]:.3f} | {by_gold.mean():.3f} |")
+        for key, v in (("k", k), ("sqrt_kl", float(np.sqrt(kl))), ("gold_by_rm", float(by_rm.mean())),
+                       ("gold_by_gold", float(by_gold.mean()))):
+            curve[key].append(v)
         k *= 2
+    ppo_curve = os.path.join(args.out_dir, "ppo", "overoptimization.json")
+    if os.path.exists(ppo_curve):  # PPO's rollouts and best-of-n on the same axes
+        with open(ppo_curve) as f:
+            data = json.load(f)
+        path = plot_overoptimization(data, os.path.join(args.out_dir, "ppo", "overoptimization_best_of_n.png"), curve)
+        print(f"wrote {path}" if path else "matplotlib is not installed: no picture")
 
 
 if __name__ == "__main__":
