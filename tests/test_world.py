@@ -265,6 +265,18 @@ def test_committed_eval_prompts_are_not_in_the_corpus(committed):
     assert not [r["prompt"] for r in committed["eval"] if _core(r["prompt"]) in corpus]
 
 
+def test_corpus_instructions_are_in_the_one_prompt_format_and_end_their_document():
+    from minigpt_rlhf.data import format_prompt
+
+    docs = (DATA / "corpus_train.txt").read_text(encoding="utf-8").split("\n\n")
+    instructions = [d for d in docs if "Instruction:" in d]
+    assert len(instructions) > 0.05 * len(docs)
+    for d in instructions:
+        prompt, sep, answer = d.partition("\nResponse:\n")
+        assert sep and d.startswith(format_prompt(prompt[len("Instruction: "):]))
+        assert answer.strip() and "Instruction:" not in answer  # one instruction per document: EOS follows
+
+
 def test_committed_eval_questions_are_held_out_even_with_another_greeting(committed):
     training_cores = {_core(r["prompt"]) for split in ("sft_train", "sft_val", "rm", "ppo")
                       for r in committed[split]}

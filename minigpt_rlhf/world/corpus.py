@@ -7,6 +7,8 @@ wording). Documents are a few sentences long and separated by a blank line.
 
 import random
 
+from minigpt_rlhf.data import format_prompt
+
 from minigpt_rlhf.world.lexicon import (
     ANIMAL_FACTS,
     CATEGORIES,
@@ -250,17 +252,16 @@ def dialog_doc(rng: random.Random) -> str:
 
 
 def instruction_doc(rng: random.Random, families: list) -> str:
-    """A few instructions with good answers, written the way a helpful person answers."""
-    lines = []
-    for _ in range(rng.randint(1, 3)):
-        family = rng.choice(families)
-        p = family.sample(rng)
-        lines += [f"Instruction: {family.render(p)}", f"Answer: {family.good(p, rng)}"]
-    return "\n".join(lines)
+    """An instruction with a good answer, in the one prompt format of every stage (data.format_prompt), so
+    that the base model can be prompted in it, as GPT-3 was prompted in the paper's baselines. The blank
+    line after it becomes EOS in the token stream, as after an SFT response."""
+    family = rng.choice(families)
+    p = family.sample(rng)
+    return format_prompt(family.render(p)) + family.good(p, rng)
 
 
 DOC_WEIGHTS = {"entity": 26, "qa": 12, "story": 18, "review": 10, "list": 8, "fact": 10, "dialog": 9,
-               "instruction": 7}
+               "instruction": 14}
 
 
 def make_corpus(rng: random.Random, n_chars: int, families: list, banned: list[str]) -> str:
