@@ -208,3 +208,20 @@ class TokenStream:
             x = np.stack([self.tokens[i * block_size: (i + 1) * block_size] for i in idx])
             y = np.stack([self.tokens[i * block_size + 1: (i + 1) * block_size + 1] for i in idx])
             yield torch.from_numpy(x), torch.from_numpy(y)
+
+
+def data_file(config, option: str, filename: str, needed_for: str = "") -> str | None:
+    """Where a documented data file is: the --{option}=PATH given, else {data_dir}/{filename}.
+
+    needed_for says why this run needs the file (e.g. "pretraining"): then a missing file is an error that
+    names the option. Without it the file is optional: None if it is not there (an explicitly given path
+    must still exist)."""
+    given = getattr(config, option)
+    path = given or str(Path(config.data_dir) / filename)
+    if Path(path).is_file():
+        return path
+    if given or needed_for:
+        why = f" ({needed_for} needs it)" if needed_for else ""
+        raise FileNotFoundError(f"--{option}: data file {path} not found{why}; pass --{option}=FILE or put "
+                                f"{filename} in --data_dir={config.data_dir}")
+    return None
