@@ -67,15 +67,15 @@ def judge_scores(judge, samples: list[dict]) -> list[float]:
     return [judge.score(s["prompt"], s["response"], s["ended"]) for s in samples]
 
 
-def response_report(samples: list[dict], judge=None) -> dict:
+def response_report(samples: list[dict], judge=None, scores: list[float] | None = None) -> dict:
     """EOS rate and mean response length; with a judge, its mean score overall and per task family
-    (`gold_score_*`: the gold labeler is the world's judge)."""
+    (`gold_score_*`: the gold labeler is the world's judge). scores: the judge's scores, if already known."""
     out = {
         "eos_rate": sum(s["ended"] for s in samples) / len(samples),
         "mean_response_tokens": sum(s["n_tokens"] for s in samples) / len(samples),
     }
     if judge is not None:
-        scores = judge_scores(judge, samples)
+        scores = judge_scores(judge, samples) if scores is None else scores
         by_family = defaultdict(list)
         for s, g in zip(samples, scores):
             by_family[judge.family(s)].append(g)
@@ -200,19 +200,20 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
     result: dict = {}
     gold, proxy = {}, {}
     for name, ss in samples.items():
-        rep = response_report(ss, judge)
+        scores = judge_scores(judge, ss) if judge is not None else None
+        rep = response_report(ss, judge, scores)
         result[f"eos_rate_{name}"] = rep["eos_rate"]
         result[f"response_tokens_{name}"] = rep["mean_response_tokens"]
         if rm is not None:
-            scores = rm_scores(rm, tok, ss)
-            finished = [x for x in scores if x is not None]
+            rewards = rm_scores(rm, tok, ss)
+            finished = [x for x in rewards if x is not None]
             result[f"rm_score_{name}"] = sum(finished) / len(finished) if finished else float("nan")
             low = -math.inf if no_eos_score is None else no_eos_score
-            proxy[name] = np.array([low if x is None else x for x in scores]).reshape(len(rows), S)
+            proxy[name] = np.array([low if x is None else x for x in rewards]).reshape(len(rows), S)
         if judge is not None:
             result[f"gold_score_{name}"] = rep["gold_score_mean"]
             result[f"gold_score_by_family_{name}"] = rep["gold_score_by_family"]
-            gold[name] = np.array(judge_scores(judge, ss)).reshape(len(rows), S)
+            gold[name] = np.array(scores).reshape(len(rows), S)
         if corpus_val is not None:
             m = models[name]
             result[f"pretrain_loss_{name}"] = corpus_loss(m, corpus_val, m.config.block_size)
