@@ -170,7 +170,8 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
             print0(f"stopped after pretraining step {step + 1}: resume with --resume=True")
             return False
     val_loss = corpus_loss(model, val, T, autocast=rt.autocast) if val is not None else float("nan")
-    print0(f"base model: corpus validation loss {val_loss:.3f}")
+    print0(f"base model: corpus validation loss {val_loss:.3f}" if val is not None else
+           "base model: pretrained (no corpus_val file: its validation loss is not measured)")
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "base", "model.pt"), model, tok, config,
                         stage="base", step=config.pretrain_steps, val_loss=val_loss)

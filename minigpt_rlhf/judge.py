@@ -134,8 +134,8 @@ def resolve_labeler(spec: str, prompts: Iterable[str]) -> Scorer:
         foreign = sum(not is_world_prompt(p) for p in prompts)
         if foreign:
             raise SystemExit(f"collecting comparisons needs a labeler, and {foreign} of the {len(prompts)} RM "
-                             "prompts are not world prompts: pass --labeler=module:function (a score(prompt, "
-                             "response) -> float) or bring ranked comparisons with --comparisons=FILE")
+                             "prompts are not world prompts: run train_rm.py with --labeler=module:function (a "
+                             "score(prompt, response) -> float) or with ranked comparisons, --comparisons=FILE")
         return world_scorer()
     if spec == "none":
         raise SystemExit("--labeler=none: collecting comparisons needs a labeler; pass --labeler=module:function "
