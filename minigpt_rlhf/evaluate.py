@@ -27,9 +27,10 @@ from .sampling import banned_token_ids, generate
 @torch.no_grad()
 def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperature: float,
                      batch_size: int = 256, seed: int = 0, greedy: bool = False, runtime=None,
-                     drop_finished: bool = True) -> list[dict]:
+                     drop_finished: bool = True, prefix_ids: list[int] | None = None) -> list[dict]:
     """One sampled response per prompt row. Returns rows extended with response, ended (emitted EOS),
-    n_tokens and response_ids (the sampled ids, EOS included when it ended).
+    n_tokens and response_ids (the sampled ids, EOS included when it ended). prefix_ids, if given, are put
+    before every templated prompt (e.g. few-shot examples for a base model); the rows keep their prompt.
     Rows go through `generate` in batches of `batch_size` prompts of similar length; on a 2-core CPU 256
     samples about 1.4x faster than 64, since a decoding step of a small model costs little more for more rows
     (bench/RESULTS.md).
@@ -38,10 +39,11 @@ def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperat
     r, r + W, ... with seed + r, and every rank gets all the samples back in the original order."""
     if runtime is not None and runtime.ddp:
         mine = sample_responses(model, tok, rows[runtime.rank:: runtime.world_size], max_new_tokens,
-                                temperature, batch_size, seed + runtime.rank, greedy, drop_finished=drop_finished)
+                                temperature, batch_size, seed + runtime.rank, greedy, drop_finished=drop_finished,
+                                prefix_ids=prefix_ids)
         return gather_shards(mine, runtime)
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    encoded = [encode_prompt(tok, r["prompt"]) for r in rows]
+    encoded = [list(prefix_ids or []) + encode_prompt(tok, r["prompt"]) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))  # similar lengths pad less
     out = [None] * len(rows)
     for b in range(0, len(order), batch_size):
@@ -180,9 +182,12 @@ def win_rate(wins, n_bootstrap: int = 2000, seed: int = 0) -> tuple[float, tuple
 
 def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candidate: str, judge=None, rm=None,
                    max_new_tokens: int, temperature: float, samples_per_prompt: int = 1, seed: int = 1,
-                   no_eos_score: float | None = None, corpus_val=None, runtime=None) -> tuple[dict, dict]:
+                   no_eos_score: float | None = None, corpus_val=None, runtime=None,
+                   prompt_prefixes: dict[str, str] | None = None) -> tuple[dict, dict]:
     """Sample every model in `models` ({name: model}, in table order) samples_per_prompt times on each
     held-out prompt, with the same seed, and compare them. Returns (result, samples by name).
+    prompt_prefixes: {name: text} put before that model's prompts when it samples (e.g. few-shot examples
+    for a base model that was never fine-tuned); its responses are then scored as answers to the plain prompt.
 
     result (flat, as eval.json stores it), for each model name m:
       eos_rate_m, response_tokens_m; rm_score_m (mean RM score of the finished responses, if rm);
@@ -195,7 +200,9 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
     win_rate_vs_o_ci95 / rm_win_rate_vs_o_ci95."""
     S = samples_per_prompt
     expanded = [{**r, "prompt_index": i} for i, r in enumerate(rows) for _ in range(S)]  # prompt-major
-    samples = {name: sample_responses(m, tok, expanded, max_new_tokens, temperature, seed=seed, runtime=runtime)
+    prefixes = prompt_prefixes or {}
+    samples = {name: sample_responses(m, tok, expanded, max_new_tokens, temperature, seed=seed, runtime=runtime,
+                                      prefix_ids=tok.encode(prefixes[name]) if name in prefixes else None)
                for name, m in models.items()}
     result: dict = {}
     gold, proxy = {}, {}

@@ -74,3 +74,27 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_the_floor():
     assert mid == pytest.approx(0.5 * (lr + 0.1 * lr))
     assert cosine_lr(total, total, lr, warm) == pytest.approx(0.1 * lr)
     assert cosine_lr(total + 50, total, lr, warm) == pytest.approx(0.1 * lr)
+
+
+def test_a_prompt_prefix_goes_before_the_template_and_the_row_keeps_its_prompt():
+    import torch
+
+    from minigpt_rlhf.data import encode_prompt
+    from minigpt_rlhf.evaluate import sample_responses
+    from minigpt_rlhf.model import GPT, GPTConfig
+    from minigpt_rlhf.sampling import generate
+    from minigpt_rlhf.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=96, vocab_size=tok.n_vocab, n_layer=1, n_head=2, n_embd=32)).eval()
+    prefix = tok.encode("Instruction: Name a colour.\nResponse:\nBlue.\n\n")  # a one-shot example
+    rows = [{"prompt": "Name a fruit."}, {"prompt": "Name a tree, please."}]
+    got = sample_responses(model, tok, rows, 8, 1.0, greedy=True, prefix_ids=prefix)
+    for row, sample in zip(rows, got):
+        ref = generate(model, [prefix + encode_prompt(tok, row["prompt"])], 8, tok.eos_id, tok.pad_id, greedy=True,
+                       n_vocab=tok.n_vocab)
+        assert sample["response_ids"] == ref.response[0, : int(ref.response_mask[0].sum())].tolist()
+        assert sample["prompt"] == row["prompt"]
+    plain = sample_responses(model, tok, rows, 8, 1.0, greedy=True)
+    assert [s["response_ids"] for s in plain] != [s["response_ids"] for s in got]
