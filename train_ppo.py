@@ -4,6 +4,7 @@
     python train_ppo.py --ptx_coef=1           # PPO-ptx: add the pretraining-loss mix (off by default, README)
     python train_ppo.py --resume=True          # continue after Ctrl-C (or an upstream stage stopped midway)
     python train_ppo.py --iterations=50 --kl_target=6
+    python train_ppo.py --data_dir=my_data --judge=my_judge.py:score   # your own data and judge (README)
     torchrun --nproc_per_node=2 train_ppo.py
 
 If out/sft/model.pt or out/rm/model.pt is missing, train_sft.py / train_rm.py are run first (it says so).
@@ -19,7 +20,8 @@ Departures from the paper: tiny scale; several PPO epochs per batch (as lm-human
 paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement (README: our small SFT
 model has already forgotten the corpus, so ptx re-learns it at the cost of KL and win rate), rather than the
 paper's 27.8, which multiplies a loss over far more pretraining tokens per step than RL tokens.
-Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json.
+Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json: SFT and PPO compared on held-out prompts by
+RM score and KL, with a judge (minigpt_rlhf/judge.py; the world's gold labeler by default) by its scores.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt_rlhf import ppo, world
+from minigpt_rlhf import ppo
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
 from minigpt_rlhf.common import (
     JSONLLogger,
@@ -51,8 +53,9 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts, read_sft
-from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
+from minigpt_rlhf.data import TokenStream, data_file, encode_prompts, read_prompts, read_sft
+from minigpt_rlhf.evaluate import compare_models, format_comparison, rm_report
+from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
 from minigpt_rlhf.resume import (
@@ -72,7 +75,12 @@ from minigpt_rlhf.tokenizer import get_tokenizer
 @dataclass
 class Config:
     out_dir: str = "out"  # output root: reads sft/ and rm/, writes ppo/
-    data_dir: str = "data"  # ppo_prompts.jsonl, eval_prompts.jsonl, corpus_train.txt, corpus_val.txt
+    data_dir: str = "data"  # folder of the files below, by their default names (README: Your own data)
+    ppo_prompts: str = ""  # prompts {"prompt"} to sample rollouts from (default {data_dir}/ppo_prompts.jsonl)
+    eval_prompts: str = ""  # held-out prompts of the final comparison (default {data_dir}/eval_prompts.jsonl)
+    corpus: str = ""  # pretraining corpus (default {data_dir}/corpus_train.txt; needed for ptx_coef > 0)
+    corpus_val: str = ""  # held-out corpus for the pretraining loss (default {data_dir}/corpus_val.txt, if it exists)
+    judge: str = "auto"  # auto | none | module:function: scores responses, for logging and evaluation only (judge.py)
     tokenizer: str = "default"  # must match the checkpoints' tokenizer
     upstream_preset: str = "laptop"  # preset for train_sft.py / train_rm.py if their checkpoints are missing
     # rollouts
@@ -108,6 +116,7 @@ class Config:
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
     eval_temperature: float = 0.7  # temperature of the final SFT-vs-PPO comparison
+    samples_per_prompt: int = 1  # samples of each model per held-out prompt (the CI is bootstrapped over prompts)
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
@@ -139,7 +148,7 @@ def ensure_upstream(config: Config):
     # decide before anything is written, so that every rank of a torchrun job takes the same branches
     missing = [(script, path) for script, path in ((train_sft, sft_path), (train_rm, rm_path))
                if not os.path.exists(path)]
-    common = dict(out_dir=config.out_dir, data_dir=config.data_dir, tokenizer=config.tokenizer,
+    common = dict(out_dir=config.out_dir, data_dir=config.data_dir, tokenizer=config.tokenizer, judge=config.judge,
                   device=config.device, dtype=config.dtype, seed=config.seed)
     resumed = False
     for script, path in missing:
@@ -147,6 +156,8 @@ def ensure_upstream(config: Config):
         cfg = script.Config()
         for k, v in {**script.PRESETS[config.upstream_preset], **common}.items():
             setattr(cfg, k, v)
+        if script is train_sft:  # the files both stages read
+            cfg.corpus, cfg.corpus_val, cfg.eval_prompts = config.corpus, config.corpus_val, config.eval_prompts
         cfg.resume = config.resume and os.path.exists(resume_path(config.out_dir, stage))
         resumed = resumed or cfg.resume
         print0(f"{path} not found: {'resuming' if cfg.resume else 'running'} {script.__name__}.py first "
@@ -203,8 +214,11 @@ class Rounds:
         if os.path.exists(labeler) and not c.comparisons:
             with open(labeler) as f:
                 self.temperature = json.load(f)["temperature"]
-        self.demos = train_rm.normalization_demos(read_sft(os.path.join(c.data_dir, "sft_train.jsonl")),
-                                                  c.n_norm_demos, c.seed)
+        demos = read_sft(data_file(c, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
+        self.demos = train_rm.normalization_demos(demos, c.n_norm_demos, c.seed)
+        prompts = [x["prompt"] for x in self.train + self.val]
+        self.labeler = resolve_labeler(c.labeler, prompts)  # the same labelers as the first round's
+        self.judge = resolve_judge(config.judge, prompts)  # for the RM's held-out accuracy vs gold only
         self.new = []  # comparisons sampled from the policy in later rounds
 
     def state(self, rm) -> dict:
@@ -231,7 +245,7 @@ class Rounds:
         cfg.seed = self.rm_config.seed + 1000 * r  # fresh sampling noise each round
         idx = rng.choice(len(self.train), min(self.config.round_prompts, len(self.train)), replace=False)
         rows = [{"prompt": self.train[i]["prompt"], "family": self.train[i].get("family", "")} for i in idx]
-        new, self.temperature = train_rm.collect_comparisons(policy, self.tok, rows, cfg, self.rt, rng,
+        new, self.temperature = train_rm.collect_comparisons(policy, self.tok, rows, cfg, self.rt, rng, self.labeler,
                                                              temperature=self.temperature)
         self.new += new
         rm = copy.deepcopy(rm)
@@ -240,12 +254,15 @@ class Rounds:
         train_acc = train_rm.train_more(rm, self.tok, self.train + self.new, self.config.round_rm_epochs,
                                         self.config.round_rm_lr, self.rm_config, self.rt, rng)
         train_rm.normalize(rm, self.tok, self.demos, new[:200] if self.rm_config.normalize_gain else None, self.rt)
-        held_out = train_rm.evaluate(rm, self.tok, self.val, self.temperature, self.rt, np.random.default_rng(0))
+        held_out = rm_report(self.val, train_rm.rm_rewards(rm, self.tok, self.val, self.rt), self.judge,
+                             self.temperature)
         stats = {"round": r + 1, "rm_train_accuracy": train_acc, "n_comparisons": len(self.train) + len(self.new),
-                 "rm_accuracy_vs_labels": held_out["accuracy_vs_labels"],
-                 "rm_accuracy_vs_gold": held_out["accuracy_vs_gold"]}
-        print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy vs labels "
-               f"{stats['rm_accuracy_vs_labels']:.3f}, vs gold {stats['rm_accuracy_vs_gold']:.3f}")
+                 "rm_accuracy_vs_labels": held_out["accuracy_vs_labels"]}
+        if "accuracy_vs_gold" in held_out:
+            stats["rm_accuracy_vs_gold"] = held_out["accuracy_vs_gold"]
+        print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy "
+               + ", ".join(f"{k[len('rm_accuracy_'):].replace('_', ' ')} {v:.3f}" for k, v in stats.items()
+                           if k.startswith("rm_accuracy")))
         return frozen(rm), stats
 
 
@@ -300,16 +317,18 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
     return out
 
 
-def iteration_metrics(r, gold: list[float], kl_ctl, update_stats: dict, rt) -> dict:
-    """What each iteration logs, as means over the rollouts of ALL ranks (every rank has the same number)."""
+def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, rt) -> dict:
+    """What each iteration logs, as means over the rollouts of ALL ranks (every rank has the same number).
+    gold: the judge's scores of the rollouts (None without a judge)."""
     ones = torch.ones_like(r.scores)
     local = {
         "score": float(r.scores.mean()),
-        "gold_score": float(np.mean(gold)),  # logged only, never used for training
         "response_len": float(r.response_mask.sum(1).mean()),
         "eos_rate": float(r.ended.float().mean()),
         **update_stats,
     }
+    if gold is not None:
+        local["gold_score"] = float(np.mean(gold))  # logged only, never used for training
     return {
         # these four are all-rank statistics already (ppo.masked_mean / explained_variance all-reduce)
         "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float())),  # nan if no response ended
@@ -329,30 +348,6 @@ def decode_responses(r, tok):
         ids = r.tokens[i, r.prompt_len: r.prompt_len + n].tolist()
         texts.append(tok.decode(ids[:-1] if bool(r.ended[i]) else ids))
     return texts
-
-
-@torch.no_grad()
-def kl_to_reference(policy, ref, tok, samples, config, banned, rt):
-    """Mean over responses of sum_t (log pi - log pi_SFT) on the policy's own samples: KL(pi || pi_SFT)."""
-    from minigpt_rlhf.data import encode_prompt
-    from minigpt_rlhf.reward import collate_sequences
-
-    total = 0.0
-    for i in range(0, len(samples), 32):
-        chunk = samples[i: i + 32]
-        prompts = [encode_prompt(tok, s["prompt"]) for s in chunk]
-        P = max(len(p) for p in prompts)
-        seqs, masks = [], []
-        for p, s in zip(prompts, chunk):
-            resp = s["response_ids"]  # the sampled tokens themselves, EOS included
-            seqs.append([tok.pad_id] * (P - len(p)) + p + resp)
-            masks.append([0] * (P - len(p)) + [1] * (len(p) + len(resp)))
-        tokens, _ = collate_sequences(seqs, tok.pad_id, rt.device)
-        mask, _ = collate_sequences(masks, 0, rt.device)
-        lp = policy_logprobs(policy, tokens, mask, P, config.eval_temperature, banned)
-        lr = policy_logprobs(ref, tokens, mask, P, config.eval_temperature, banned)
-        total += float(((lp - lr) * mask[:, P:]).sum())
-    return total / len(samples)
 
 
 def main(config: Config) -> dict:
@@ -383,12 +378,19 @@ def main(config: Config) -> dict:
     kl_ctl = (ppo.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target > 0
               else ppo.FixedKLController(config.kl_coef))
 
-    rows = read_prompts(os.path.join(config.data_dir, "ppo_prompts.jsonl"))
+    rows = read_prompts(data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO"))
     prompts, skipped = encode_prompts(tok, rows, config.max_prompt_len, "ppo_prompts.jsonl")
     if skipped:
         print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
-    corpus = TokenStream(tok, os.path.join(config.data_dir, "corpus_train.txt"))
-    corpus_val = TokenStream(tok, os.path.join(config.data_dir, "corpus_val.txt"))
+    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation"))
+    eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
+    if config.max_eval_prompts:
+        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
+    needs_corpus = "PPO-ptx (--ptx_coef > 0)" if config.ptx_coef > 0 else ""
+    corpus = TokenStream(tok, data_file(config, "corpus", "corpus_train.txt", needs_corpus)) if needs_corpus else None
+    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
+    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
+    judge = resolve_judge(config.judge, [r["prompt"] for r in rows + eval_rows])
     rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
     gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
     local_batch = config.rollout_batch_size // rt.world_size
@@ -426,17 +428,21 @@ def main(config: Config) -> dict:
             stats = ppo_update(train_policy, train_value, optimizer, scaler, r, config, banned, corpus, rng, rt,
                                config.ptx_coef, iteration=it)
             texts = decode_responses(r, tok)
-            gold = [world.gold_score(b["prompt"], t, eos=bool(e)) for b, t, e in zip(batch, texts, r.ended)]
+            gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
+                                               for b, t, e in zip(batch, texts, r.ended)]
             metrics = iteration_metrics(r, gold, kl_ctl, stats, rt)
             seconds = time.time() - t_it
             metrics.update(iteration=it, tokens_per_s=metrics["response_len"] * config.rollout_batch_size / seconds,
                            rollout_time_frac=t_rollout / seconds)
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             log.log(**metrics)
-            bar.set_postfix(rm=f"{metrics['rm_score']:.2f}", gold=f"{metrics['gold_score']:.3f}",
-                            kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
+            shown = dict(rm=f"{metrics['rm_score']:.2f}", kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
+            if gold is not None:
+                shown["gold"] = f"{metrics['gold_score']:.3f}"
+            bar.set_postfix(**shown)
             if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
-                tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}  (gold {gold[0]:.2f})")
+                judged = f"  (gold {gold[0]:.2f})" if gold else ""
+                tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}{judged}")
             save, stop = stopper.after_step(it + 1, config.iterations, config.save_interval)
             if save:
                 save_resume(config.out_dir, "ppo", rt, policy, tok, config, optimizer, scaler, it + 1, rng, gen,
@@ -458,69 +464,17 @@ def main(config: Config) -> dict:
         write_json(os.path.join(config.out_dir, "ppo", "overoptimization.json"), curve)
         plot_overoptimization(curve, os.path.join(config.out_dir, "ppo", "overoptimization.png"))
 
-    # ---- evaluation: the gold labeler compares PPO with SFT on held-out prompts ----
-    eval_rows = read_prompts(os.path.join(config.data_dir, "eval_prompts.jsonl"))
-    eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
-    if config.max_eval_prompts:
-        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
-    sft_samples = sample_responses(ref, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1,
-                                   runtime=rt)  # sharded over ranks, gathered on all
-    ppo_samples = sample_responses(policy, tok, eval_rows, config.max_new_tokens, config.eval_temperature, seed=1,
-                                   runtime=rt)
-    sft_gold, ppo_gold = gold_scores(sft_samples), gold_scores(ppo_samples)
-    wr, ci = win_rate(ppo_gold, sft_gold)
-    sft_rep, ppo_rep = gold_report(sft_samples), gold_report(ppo_samples)
-    result = {
-        "win_rate_vs_sft": wr,
-        "win_rate_ci95": list(ci),
-        "gold_score_sft": sft_rep["gold_score_mean"],
-        "gold_score_ppo": ppo_rep["gold_score_mean"],
-        "gold_score_by_family_sft": sft_rep["gold_score_by_family"],
-        "gold_score_by_family_ppo": ppo_rep["gold_score_by_family"],
-        "rm_score_sft": rm_score(rm, tok, sft_samples, rt),
-        "rm_score_ppo": rm_score(rm, tok, ppo_samples, rt),
-        "eos_rate_sft": sft_rep["eos_rate"],
-        "eos_rate_ppo": ppo_rep["eos_rate"],
-        "response_tokens_sft": sft_rep["mean_response_tokens"],
-        "response_tokens_ppo": ppo_rep["mean_response_tokens"],
-        "kl_from_sft": kl_to_reference(policy, ref, tok, ppo_samples, config, banned, rt),
-        "pretrain_loss_sft": corpus_loss(ref, corpus_val, ref.config.block_size),
-        "pretrain_loss_ppo": corpus_loss(policy, corpus_val, policy.config.block_size),
-        "n_eval_prompts": len(eval_rows),
-        "train_time_s": train_time,
-        "wall_time_s": time.time() - t0,
-        "config": asdict(config),
-    }
+    # ---- evaluation: PPO against SFT on held-out prompts, by RM score, KL and the judge (if any) ----
+    result, samples = compare_models({"sft": ref, "ppo": policy}, tok, eval_rows, reference="sft", candidate="ppo",
+                                     judge=judge, rm=rm, max_new_tokens=config.max_new_tokens,
+                                     temperature=config.eval_temperature, samples_per_prompt=config.samples_per_prompt,
+                                     seed=1, no_eos_score=config.no_eos_penalty, corpus_val=corpus_val, runtime=rt)
+    result.update(train_time_s=train_time, wall_time_s=time.time() - t0, config=asdict(config))
     if rt.master:
-        fams = sorted(set(sft_rep["gold_score_by_family"]) | set(ppo_rep["gold_score_by_family"]))
-        table = [[f, sft_rep["gold_score_by_family"].get(f, float("nan")),
-                  ppo_rep["gold_score_by_family"].get(f, float("nan"))] for f in fams]
-        table += [["ALL (gold score)", result["gold_score_sft"], result["gold_score_ppo"]],
-                  ["RM score", result["rm_score_sft"], result["rm_score_ppo"]],
-                  ["EOS rate", result["eos_rate_sft"], result["eos_rate_ppo"]],
-                  ["response tokens", result["response_tokens_sft"], result["response_tokens_ppo"]],
-                  ["pretraining loss", result["pretrain_loss_sft"], result["pretrain_loss_ppo"]]]
-        print(format_table(["held-out prompts", "SFT", "PPO"], table))
-        print(f"gold win rate of PPO over SFT: {wr:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, {len(eval_rows)} prompts, "
-              f"ties count 1/2); KL(PPO || SFT) = {result['kl_from_sft']:.2f} nats per response; "
-              f"wall time {result['wall_time_s']:.0f}s")
-        for s, p in list(zip(sft_samples, ppo_samples))[:4]:
-            print(f"--- {s['prompt']}\n SFT: {s['response']}\n PPO: {p['response']}")
+        print(format_comparison(result, samples, reference="sft", candidate="ppo"))
+        print(f"wall time {result['wall_time_s']:.0f}s")
         write_json(os.path.join(config.out_dir, "ppo", "eval.json"), result)
     return result
-
-
-@torch.no_grad()
-def rm_score(rm, tok, samples, rt) -> float:
-    """Mean RM score of the responses that ended with EOS (the RM never scores unfinished ones)."""
-    from minigpt_rlhf.reward import encode_responses, score_comparisons
-
-    done = [s for s in samples if s["ended"] and s["response"].strip()]
-    if not done:
-        return float("nan")
-    enc = [encode_responses(tok, s["prompt"], [s["response"]]) for s in done]
-    scores = torch.cat([score_comparisons(rm, enc[i: i + 32], tok.pad_id, rt.device) for i in range(0, len(enc), 32)])
-    return float(scores.float().mean())
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
     python train_rm.py                              # after train_sft.py: collect, label, train, evaluate
     python train_rm.py --relabel=True               # sample and rank new comparisons
-    python train_rm.py --comparisons=my.jsonl       # your own K-wise or pairwise comparisons
+    python train_rm.py --comparisons=my.jsonl       # your own comparisons: K-wise, or TRL's prompt/chosen/rejected
+    python train_rm.py --data_dir=my_data --labeler=my_labeler.py:score   # collect, ranked by your score function
     torchrun --nproc_per_node=2 train_rm.py
 
 1. For each RM prompt, sample K responses (K uniform in 4..9, as in the paper) from the SFT model.
-2. A simulated labeler ranks them: gold score + Gumbel noise (a Plackett-Luce draw) at a temperature
-   calibrated so that two independent labelers agree on 72.6% of pairs, InstructGPT's inter-labeler
-   agreement. Saved to out/rm/comparisons.jsonl and reused unless --relabel=True.
+2. A simulated labeler ranks them: the labeler's score (the world's gold score, or --labeler=module:function)
+   + Gumbel noise (a Plackett-Luce draw) at a temperature calibrated so that two independent labelers agree
+   on 72.6% of pairs, InstructGPT's inter-labeler agreement. Saved to out/rm/comparisons.jsonl and reused
+   unless --relabel=True.
 3. The RM is the SFT model with its unembedding swapped for a scalar head; loss for a prompt with K
    ranked responses: -1/C(K,2) sum_{w above l} log sigmoid(r_w - r_l), ONE forward pass over its K
    responses, whole prompts per batch; 1 epoch (more overfits, per the paper).
@@ -24,14 +26,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt_rlhf import world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from minigpt_rlhf.common import (
     JSONLLogger,
@@ -49,15 +49,10 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import read_prompts, read_sft
-from minigpt_rlhf.evaluate import format_table, sample_responses, spearman
-from minigpt_rlhf.labeler import (
-    calibrate_temperature,
-    expected_agreement,
-    measure_agreement,
-    rank_responses,
-    within_group_gaps,
-)
+from minigpt_rlhf.data import data_file, read_prompts, read_sft
+from minigpt_rlhf.evaluate import format_rm_report, rm_report, sample_responses
+from minigpt_rlhf.judge import resolve_judge, resolve_labeler
+from minigpt_rlhf.labeler import calibrate_temperature, rank_responses
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
 from minigpt_rlhf.model import swap_unembedding
 from minigpt_rlhf.resume import (
@@ -84,7 +79,11 @@ from minigpt_rlhf.tokenizer import get_tokenizer
 @dataclass
 class Config:
     out_dir: str = "out"  # output root: reads sft/model.pt, writes rm/
-    data_dir: str = "data"  # rm_prompts.jsonl and sft_train.jsonl (for normalisation)
+    data_dir: str = "data"  # folder of the files below, by their default names (README: Your own data)
+    rm_prompts: str = ""  # prompts {"prompt"} to collect comparisons for (default {data_dir}/rm_prompts.jsonl)
+    sft_train: str = ""  # demonstrations that set the reward's mean 0 (default {data_dir}/sft_train.jsonl)
+    labeler: str = "auto"  # auto (the world's gold labeler) | module:function: ranks collected comparisons (judge.py)
+    judge: str = "auto"  # auto | none | module:function: scores held-out responses, for evaluation only (judge.py)
     tokenizer: str = "default"  # must match the SFT checkpoint's tokenizer
     sft_checkpoint: str = ""  # default: {out_dir}/sft/model.pt
     comparisons: str = ""  # a comparisons JSONL to train on; default: {out_dir}/rm/comparisons.jsonl
@@ -125,10 +124,10 @@ PRESETS = {
 }
 
 
-def collect_comparisons(sft, tok, rows, config, rt, rng, temperature=None) -> tuple[list[dict], float]:
-    """Sample K responses per prompt from the SFT model (or, in a later RLHF round, the current policy) and
-    have the simulated labeler rank them. The labeler's noise is calibrated on these groups, or fixed to a
-    given `temperature` (the same labelers in every round).
+def collect_comparisons(sft, tok, rows, config, rt, rng, labeler, temperature=None) -> tuple[list[dict], float]:
+    """Sample K responses per prompt from the SFT model (or, in a later RLHF round, the current policy) and have
+    the simulated labeler rank them: the `labeler`'s scores (judge.Scorer) with Plackett-Luce noise, calibrated
+    on these groups or fixed to a given `temperature` (the same labelers in every round).
 
     A labeler ranks K *different* outputs: an empty response, or a repeat of one already in the group (a pair
     of identical texts has no right order, and no RM can separate them), is dropped and, for up to
@@ -156,7 +155,7 @@ def collect_comparisons(sft, tok, rows, config, rt, rng, temperature=None) -> tu
             if len(distinct[i]) < ks[i]:
                 still_short.append((i, int(ks[i]) - len(distinct[i])))
         todo = still_short
-    groups = [(row, group, [world.gold_score(row["prompt"], s["response"], eos=s["ended"]) for s in group])
+    groups = [(row, group, [labeler.score(row["prompt"], s["response"], s["ended"]) for s in group])
               for row, group in zip(rows, distinct) if len(group) >= 2]
     if not groups:
         raise SystemExit("the SFT model produced fewer than 2 non-empty responses for every RM prompt; "
@@ -165,8 +164,8 @@ def collect_comparisons(sft, tok, rows, config, rt, rng, temperature=None) -> tu
     if temperature is None:
         temperature = calibrate_temperature([g for _, _, g in groups], config.target_agreement)
     comparisons = []
-    for row, group, gold in groups:
-        ranking = rank_responses(gold, temperature, rng)
+    for row, group, scores in groups:
+        ranking = rank_responses(scores, temperature, rng)
         comparisons.append({"prompt": row["prompt"], "family": row.get("family", ""),
                             "responses": [s["response"] for s in group], "ended": [s["ended"] for s in group],
                             "ranking": [int(i) for i in ranking]})
@@ -182,23 +181,6 @@ def split_comparisons(comparisons: list[dict], val_fraction: float, seed: int) -
     perm = np.random.default_rng([seed, 1]).permutation(len(comparisons))
     n_val = max(1, int(len(comparisons) * val_fraction))
     return [comparisons[i] for i in perm[n_val:]], [comparisons[i] for i in perm[:n_val]]
-
-
-def pair_accuracy(rewards: list[float], order: list[int]) -> tuple[float, int]:
-    """Pairs (w above l in `order`) the rewards order the same way, out of all pairs. A tie in reward counts
-    1/2: the RM states no preference, which agrees with a label as often as a coin flip (the same convention
-    as the win rate's ties)."""
-    correct, total = 0.0, 0
-    for a in range(len(order)):
-        for b in range(a + 1, len(order)):
-            total += 1
-            rw, rl = rewards[order[a]], rewards[order[b]]
-            correct += 1.0 if rw > rl else 0.5 if rw == rl else 0.0
-    return correct, total
-
-
-def gold_order(gold: list[float]) -> list[int]:
-    return rank_responses(gold, 0.0, np.random.default_rng(0))
 
 
 @torch.no_grad()
@@ -222,46 +204,6 @@ def heldout_loss(rm, tok, comparisons, rt) -> float:
     flat = torch.tensor([r for rs in rewards for r in rs])
     loss, _ = batched_kwise_ranking_loss(flat, [c["ranking"] for c in comparisons])
     return float(loss)
-
-
-def gold_of(c: dict) -> list[float]:
-    """Gold scores of a comparison's responses (for evaluation only; training never reads them)."""
-    ended = c.get("ended") or [True] * len(c["responses"])
-    return [world.gold_score(c["prompt"], r, eos=e) for r, e in zip(c["responses"], ended)]
-
-
-def evaluate(rm, tok, val, temperature, rt, rng) -> dict:
-    """Held-out pairwise accuracy vs the noisy labels and vs the noiseless gold order, the measured
-    agreement of two simulated labelers (the ceiling), Spearman of RM reward vs gold, per family."""
-    rewards = rm_rewards(rm, tok, val, rt)
-    golds = [gold_of(c) for c in val]
-    lab = [0, 0]
-    gold_acc = [0, 0]
-    fam = defaultdict(lambda: [0, 0])
-    for c, r, g in zip(val, rewards, golds):
-        ok, n = pair_accuracy(r, c["ranking"])
-        lab[0] += ok
-        lab[1] += n
-        fam[c.get("family") or world.family_of(c["prompt"])][0] += ok
-        fam[c.get("family") or world.family_of(c["prompt"])][1] += n
-        order = gold_order(g)
-        for a in range(len(order)):  # pairs whose gold scores tie have no gold order
-            for b in range(a + 1, len(order)):
-                if g[order[a]] != g[order[b]]:
-                    ok, _ = pair_accuracy([r[order[a]], r[order[b]]], [0, 1])
-                    gold_acc[0] += ok
-                    gold_acc[1] += 1
-    agreement = measure_agreement(golds, temperature, rng, n_repeats=20)
-    return {
-        "accuracy_vs_labels": lab[0] / max(lab[1], 1),
-        "accuracy_vs_gold": gold_acc[0] / max(gold_acc[1], 1),
-        "labeler_agreement": agreement,
-        "labeler_agreement_expected": expected_agreement(within_group_gaps(golds), temperature),
-        "spearman_vs_gold": spearman([x for r in rewards for x in r], [x for g in golds for x in g]),
-        "accuracy_by_family": {f: v[0] / max(v[1], 1) for f, v in sorted(fam.items())},
-        "n_val_prompts": len(val),
-        "n_val_pairs": lab[1],
-    }
 
 
 @torch.no_grad()
@@ -333,6 +275,7 @@ def main(config: Config) -> dict:
     sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
     sft = model_from_checkpoint(sft_ckpt, tok, where=sft_path).to(rt.device).eval()
     rng = np.random.default_rng(config.seed)
+    demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
 
     # ---- comparisons ----
     if config.resume and config.relabel:
@@ -349,14 +292,16 @@ def main(config: Config) -> dict:
                 temperature = json.load(f)["temperature"]
         print0(f"using {len(comparisons)} comparisons from {cmp_path} (--relabel=True to collect anew)")
     else:
-        rows = read_prompts(os.path.join(config.data_dir, "rm_prompts.jsonl"))
+        rows = read_prompts(data_file(config, "rm_prompts", "rm_prompts.jsonl", "collecting comparisons"))
+        labeler = resolve_labeler(config.labeler, [r["prompt"] for r in rows])
         if config.max_prompts:  # a random subset: the file is ordered by task family
             rows = [rows[i] for i in sorted(rng.permutation(len(rows))[: config.max_prompts])]
-        comparisons, temperature = collect_comparisons(sft, tok, rows, config, rt, rng)
+        comparisons, temperature = collect_comparisons(sft, tok, rows, config, rt, rng, labeler)
         if rt.master:
             write_jsonl(cmp_path, comparisons)
             write_json(temp_path, {"temperature": temperature, "target_agreement": config.target_agreement})
     t_collect = time.time() - t0
+    judge = resolve_judge(config.judge, [c["prompt"] for c in comparisons + (val_given or [])])
 
     if val_given is not None:  # a fixed held-out set (e.g. to compare RMs trained on different data)
         train, val = comparisons, val_given
@@ -440,27 +385,20 @@ def main(config: Config) -> dict:
     rm.eval()
 
     # ---- normalisation: demonstrations get mean reward 0; SFT samples unit std ----
-    demos = normalization_demos(read_sft(os.path.join(config.data_dir, "sft_train.jsonl")), config.n_norm_demos,
-                                config.seed)
+    demos = normalization_demos(demos, config.n_norm_demos, config.seed)
     gain, shift, raw_std = normalize(rm, tok, demos, train[:200] if config.normalize_gain else None, rt)
 
-    # ---- evaluation on held-out prompts ----
-    if temperature is None:  # user-supplied comparisons: measure what the simulated labeler would give
-        temperature = calibrate_temperature([gold_of(c) for c in val], config.target_agreement)
-    result = evaluate(rm, tok, val, temperature, rt, np.random.default_rng(config.seed + 1))
-    result.update(labeler_temperature=temperature, n_train_prompts=len(train),
+    # ---- evaluation on held-out prompts: accuracy vs the labels, and vs the judge if there is one ----
+    result = rm_report(val, rm_rewards(rm, tok, val, rt), judge, temperature, config.target_agreement,
+                       np.random.default_rng(config.seed + 1))
+    result.update(n_train_prompts=len(train),
                   n_train_pairs=sum(len(c["responses"]) * (len(c["responses"]) - 1) // 2 for c in train),
                   reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std,
                   collection_time_s=t_collect, wall_time_s=time.time() - t0, config=asdict(config))
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "rm", "model.pt"), rm, tok, config, stage="rm",
                         step=len(batches), reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std)
-        rows = [[f"accuracy: {f}", v] for f, v in result["accuracy_by_family"].items()]
-        rows += [["accuracy vs noisy labels", result["accuracy_vs_labels"]],
-                 ["accuracy vs gold order", result["accuracy_vs_gold"]],
-                 ["two-labeler agreement (ceiling)", result["labeler_agreement"]],
-                 ["Spearman(RM reward, gold)", result["spearman_vs_gold"]]]
-        print(format_table(["held-out metric", "value"], rows))
+        print(format_rm_report(result))
         print(f"{len(train)} train / {len(val)} held-out prompts; wall time {result['wall_time_s']:.0f}s")
         write_json(os.path.join(config.out_dir, "rm", "eval.json"), result)
     remove_resume(config.out_dir, "rm", rt)

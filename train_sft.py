@@ -3,6 +3,7 @@
     python train_sft.py                                   # laptop default: pretrain a base LM, then SFT
     python train_sft.py --init_from=out/base/model.pt     # SFT from a saved base checkpoint
     python train_sft.py --init_from=gpt2:/path/to/gpt2 --tokenizer=gpt2:/path/to/gpt2 --preset=gpu
+    python train_sft.py --data_dir=my_data --tokenizer=my.bpe --judge=my_judge.py:score   # your own data (README)
     torchrun --nproc_per_node=2 train_sft.py              # data-parallel (gloo on CPU, NCCL on GPU)
 
 InstructGPT starts from GPT-3. Our stand-in is a tiny GPT pretrained here on the world's corpus
@@ -12,7 +13,8 @@ on prompt + demonstration with the next-token loss on the response tokens and EO
 Departures from the paper (Ouyang et al. 2022, appendix C.1): the paper trains 16 epochs with residual
 dropout 0.2 and picks the final SFT model by reward-model score on a validation set; we train a fixed
 number of steps (a few epochs of our small data) and keep the last model, since the RM does not exist yet.
-Writes out/base/model.pt, out/sft/model.pt, out/sft/log.jsonl and out/sft/eval.json.
+Writes out/base/model.pt, out/sft/model.pt, out/sft/log.jsonl and out/sft/eval.json (validation loss and
+sample responses; with a judge, minigpt_rlhf/judge.py, their judge scores).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt_rlhf import world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
 from minigpt_rlhf.common import (
     JSONLLogger,
@@ -41,8 +42,9 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import SFTData, TokenStream, length_grouped_order, read_prompts, read_sft
-from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, sample_responses
+from minigpt_rlhf.data import SFTData, TokenStream, data_file, length_grouped_order, read_prompts, read_sft
+from minigpt_rlhf.evaluate import corpus_loss, format_sft_report, sample_responses, sft_report
+from minigpt_rlhf.judge import resolve_judge
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
 from minigpt_rlhf.resume import (
@@ -60,8 +62,14 @@ from minigpt_rlhf.tokenizer import get_tokenizer
 @dataclass
 class Config:
     out_dir: str = "out"  # output root: base/ and sft/ are written here
-    data_dir: str = "data"  # corpus_train.txt, corpus_val.txt, sft_train.jsonl, sft_val.jsonl, eval_prompts.jsonl
-    tokenizer: str = "default"  # "default" (data/tokenizer.bpe), a .bpe path, "gpt2" or "gpt2:/folder"
+    data_dir: str = "data"  # folder of the files below, by their default names (README: Your own data)
+    corpus: str = ""  # pretraining corpus, plain text (default {data_dir}/corpus_train.txt; to pretrain or corpus_mix)
+    corpus_val: str = ""  # held-out corpus for the corpus loss (default {data_dir}/corpus_val.txt, if it exists)
+    sft_train: str = ""  # demonstrations {"prompt", "response"} (default {data_dir}/sft_train.jsonl)
+    sft_val: str = ""  # held-out demonstrations (default {data_dir}/sft_val.jsonl)
+    eval_prompts: str = ""  # held-out prompts {"prompt"} sampled at the end (default {data_dir}/eval_prompts.jsonl)
+    judge: str = "auto"  # auto | none | module:function: scores the samples, for evaluation only (judge.py)
+    tokenizer: str = "default"  # "default" (data/tokenizer.bpe), a .bpe file, "gpt2" or "gpt2:/folder"
     init_from: str = ""  # "" pretrains a base LM; else a base checkpoint .pt or "gpt2:/hf/folder"
     # model (used when pretraining from scratch)
     n_layer: int = 4  # transformer blocks
@@ -127,7 +135,7 @@ def build_base_model(config: Config, tok, rt) -> GPT:
                          n_head=config.n_head, n_embd=config.n_embd, dropout=0.0))
 
 
-def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream, stopper, state=None) -> bool:
+def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream | None, stopper, state=None) -> bool:
     """Next-token prediction on the corpus: the "GPT-3" of our world. Returns False if it stopped early."""
     optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
                                           fused=rt.device.type == "cuda")
@@ -161,8 +169,9 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         if stop:
             print0(f"stopped after pretraining step {step + 1}: resume with --resume=True")
             return False
-    val_loss = corpus_loss(model, val, T, autocast=rt.autocast)
-    print0(f"base model: corpus validation loss {val_loss:.3f}")
+    val_loss = corpus_loss(model, val, T, autocast=rt.autocast) if val is not None else float("nan")
+    print0(f"base model: corpus validation loss {val_loss:.3f}" if val is not None else
+           "base model: pretrained (no corpus_val file: its validation loss is not measured)")
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "base", "model.pt"), model, tok, config,
                         stage="base", step=config.pretrain_steps, val_loss=val_loss)
@@ -302,13 +311,18 @@ def main(config: Config) -> dict:
     t0 = time.time()
     rt = compute_init(config.device, config.dtype, config.seed)
     tok = get_tokenizer(config.tokenizer)
-    d = config.data_dir
-    corpus = TokenStream(tok, os.path.join(d, "corpus_train.txt"))
-    corpus_val = TokenStream(tok, os.path.join(d, "corpus_val.txt"))
-    train_rows, val_rows = read_sft(os.path.join(d, "sft_train.jsonl")), read_sft(os.path.join(d, "sft_val.jsonl"))
-    eval_rows = read_prompts(os.path.join(d, "eval_prompts.jsonl"))
+    needs_corpus = "pretraining (no --init_from)" if not config.init_from else (
+        "--corpus_mix > 0" if config.corpus_mix > 0 else "")
+    corpus_path = data_file(config, "corpus", "corpus_train.txt", needs_corpus)
+    corpus = TokenStream(tok, corpus_path) if needs_corpus else None
+    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
+    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
+    train_rows = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "SFT"))
+    val_rows = read_sft(data_file(config, "sft_val", "sft_val.jsonl", "SFT's validation loss"))
+    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the held-out evaluation"))
     if config.max_eval_prompts:
         eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
+    judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows + val_rows])
     if config.batch_size % (config.grad_accum * rt.world_size):
         raise SystemExit(f"--batch_size={config.batch_size} must be a multiple of grad_accum x processes "
                          f"({config.grad_accum} x {rt.world_size})")
@@ -336,29 +350,22 @@ def main(config: Config) -> dict:
     val_loss0, val_loss = losses
     remove_resume(config.out_dir, "sft", rt)
 
-    # ---- evaluation by the gold labeler on held-out prompts ----
+    # ---- evaluation on held-out prompts: validation loss, samples, and their judge scores if there is a judge ----
     samples = sample_responses(unwrap(model), tok, eval_rows, config.max_new_tokens, config.eval_temperature,
                                seed=config.seed, runtime=rt)
-    report = gold_report(samples)
-    demo_scores = [world.gold_score(r["prompt"], r["response"]) for r in val_rows]
     result = {
-        **report,
+        **sft_report(samples, val_rows, judge),
         "sft_val_loss_before": val_loss0,
         "sft_val_loss": val_loss,
-        "corpus_val_loss": corpus_loss(model, corpus_val, model.config.block_size, autocast=rt.autocast),
-        "demonstration_gold_score_mean": sum(demo_scores) / len(demo_scores),
         "n_eval_prompts": len(samples),
+        "judge": judge.name if judge is not None else "none",
         "wall_time_s": time.time() - t0,
         "config": asdict(config),
     }
+    if corpus_val is not None:
+        result["corpus_val_loss"] = corpus_loss(model, corpus_val, model.config.block_size, autocast=rt.autocast)
     if rt.master:
-        rows = [[f, v] for f, v in report["gold_score_by_family"].items()]
-        rows += [["ALL", report["gold_score_mean"]], ["demonstrations (val)", result["demonstration_gold_score_mean"]]]
-        print(format_table(["family", "SFT gold score"], rows))
-        print(f"EOS rate {report['eos_rate']:.3f}; SFT val loss {val_loss0:.3f} -> {val_loss:.3f}; "
-              f"wall time {result['wall_time_s']:.0f}s")
-        for s in samples[:3]:
-            print(f"--- {s['prompt']}\n>>> {s['response']}")
+        print(format_sft_report(result, samples))
         write_json(os.path.join(config.out_dir, "sft", "eval.json"), result)
     return result
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 import train_ppo  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from minigpt_rlhf.data import encode_prompts, read_prompts  # noqa: E402
-from minigpt_rlhf.evaluate import gold_scores, sample_responses, win_rate  # noqa: E402
+from minigpt_rlhf.evaluate import judge_scores, sample_responses, win_outcomes, win_rate  # noqa: E402
+from minigpt_rlhf.judge import world_scorer  # noqa: E402
 from minigpt_rlhf.plot import plot_overoptimization  # noqa: E402
 from minigpt_rlhf.reward import encode_responses, score_comparisons  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
@@ -60,9 +61,10 @@ def main():
     rows, _ = encode_prompts(tok, read_prompts(os.path.join(args.data_dir, "eval_prompts.jsonl")),
                              cfg.max_prompt_len, "eval_prompts.jsonl")
     T, N = cfg.eval_temperature, cfg.max_new_tokens
-    reference = np.array(gold_scores(sample_responses(sft, tok, rows, N, T, seed=1)))  # what PPO is judged against
+    gold_labeler = world_scorer()
+    reference = np.array(judge_scores(gold_labeler, sample_responses(sft, tok, rows, N, T, seed=1)))  # PPO's opponent
     samples = [sample_responses(sft, tok, rows, N, T, seed=100 + j) for j in range(args.n)]
-    gold = np.array([gold_scores(s) for s in samples]).T  # (P, n)
+    gold = np.array([judge_scores(gold_labeler, s) for s in samples]).T  # (P, n)
     rm_score = np.array([rm_scores(rm, tok, s, cfg.no_eos_penalty) for s in samples]).T  # (P, n)
     print(f"{len(rows)} held-out prompts, {args.n} SFT samples each at T={T}; SFT sample gold {reference.mean():.3f}")
     print("\n| k | KL bound (nats) | best-of-k by RM: win rate | its gold | best-of-k by gold: win rate | its gold |")
@@ -73,8 +75,8 @@ def main():
         by_rm = gold[np.arange(len(gold)), rm_score[:, :k].argmax(1)]  # (P,) gold of the RM's pick
         by_gold = gold[:, :k].max(1)  # (P,)
         kl = np.log(k) - (k - 1) / k  # an upper bound on KL(best-of-k || SFT) (Beirami et al. 2024)
-        print(f"| {k} | {kl:.2f} | {win_rate(list(by_rm), list(reference))[0]:.3f} | {by_rm.mean():.3f} | "
-              f"{win_rate(list(by_gold), list(reference))[0]:.3f} | {by_gold.mean():.3f} |")
+        print(f"| {k} | {kl:.2f} | {win_rate(win_outcomes(by_rm, reference))[0]:.3f} | {by_rm.mean():.3f} | "
+              f"{win_rate(win_outcomes(by_gold, reference))[0]:.3f} | {by_gold.mean():.3f} |")
         for key, v in (("k", k), ("sqrt_kl", float(np.sqrt(kl))), ("gold_by_rm", float(by_rm.mean())),
                        ("gold_by_gold", float(by_gold.mean()))):
             curve[key].append(v)

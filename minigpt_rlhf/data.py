@@ -230,3 +230,20 @@ def few_shot_demos(demos: list[dict], n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     pool = [demos[i] for i in rng.permutation(len(demos))[: 4 * n]]
     return sorted(pool, key=lambda d: len(d["prompt"]) + len(d["response"]))[:n]
+
+
+def data_file(config, option: str, filename: str, needed_for: str = "") -> str | None:
+    """Where a documented data file is: the --{option}=PATH given, else {data_dir}/{filename}.
+
+    needed_for says why this run needs the file (e.g. "pretraining"): then a missing file is an error that
+    names the option. Without it the file is optional: None if it is not there (an explicitly given path
+    must still exist)."""
+    given = getattr(config, option)
+    path = given or str(Path(config.data_dir) / filename)
+    if Path(path).is_file():
+        return path
+    if given or needed_for:
+        why = f" ({needed_for} needs it)" if needed_for else ""
+        raise FileNotFoundError(f"--{option}: data file {path} not found{why}; pass --{option}=FILE or put "
+                                f"{filename} in --data_dir={config.data_dir}")
+    return None

@@ -23,11 +23,15 @@ hides the EOS token at which the reward model reads its score.
 
     tok = get_tokenizer()              # data/tokenizer.bpe, made by `python -m minigpt_rlhf.world`
     tok = get_tokenizer("gpt2")        # tiktoken's cached GPT-2 vocabulary
-    tok = get_tokenizer("gpt2:/dir")   # GPT-2's vocab.bpe + encoder.json in /dir
+    tok = get_tokenizer("gpt2:/dir")   # GPT-2's vocab.bpe + encoder.json (or merges.txt + vocab.json) in /dir
+    tok = get_tokenizer("my.bpe")      # a vocabulary trained on your own text:
+
+    python -m minigpt_rlhf.tokenizer --vocab_size=2048 --out=my.bpe my_data/corpus_train.txt my_data/sft_train.jsonl
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import heapq
@@ -214,7 +218,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def load_gpt2_folder(folder: str | os.PathLike) -> dict[bytes, int]:
-    """Mergeable ranks from GPT-2's `encoder.json` and `vocab.bpe` in `folder`.
+    """Mergeable ranks from GPT-2's `encoder.json` and `vocab.bpe` in `folder` (or the same two files under
+    Hugging Face's names, `vocab.json` and `merges.txt`, as a GPT-2 folder from the Hub has them).
 
     encoder.json maps each token, spelled with `bytes_to_unicode`, to its id; those ids are the
     ranks. vocab.bpe lists the merges in priority order, and tiktoken needs rank order to be merge
@@ -222,9 +227,13 @@ def load_gpt2_folder(folder: str | os.PathLike) -> dict[bytes, int]:
     """
     folder = Path(folder)
     encoder_path, merges_path = folder / "encoder.json", folder / "vocab.bpe"
-    for p in (encoder_path, merges_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"GPT-2 vocabulary file not found: {p}. {_GPT2_HELP}")
+    for p, hf_name in ((encoder_path, "vocab.json"), (merges_path, "merges.txt")):
+        if not p.is_file() and not (folder / hf_name).is_file():
+            raise FileNotFoundError(f"GPT-2 vocabulary file not found: {p} (or {hf_name}). {_GPT2_HELP}")
+    if not encoder_path.is_file():
+        encoder_path = folder / "vocab.json"
+    if not merges_path.is_file():
+        merges_path = folder / "merges.txt"
     unicode_to_byte = {ch: b for b, ch in bytes_to_unicode().items()}
 
     def to_bytes(token: str) -> bytes:
@@ -359,3 +368,53 @@ def check_tokenizer_matches(stored_identity: dict, tok: Tokenizer, where: str) -
     if dict(stored_identity) != current:
         raise ValueError(f"Tokenizer mismatch for {where}: it was made with {dict(stored_identity)}, "
                          f"but the current tokenizer is {current}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training a vocabulary on your own text
+
+
+def training_text(paths: list[str]) -> str:
+    """The text a vocabulary is trained on: plain-text files as they are; from JSONL data files (the
+    documented schemas) every prompt in the template the model sees, and every response, chosen, rejected
+    and responses string. Files are joined by blank lines."""
+    from .data import format_prompt, iter_jsonl
+
+    parts = []
+    for path in paths:
+        if not str(path).endswith(".jsonl"):
+            parts.append(Path(path).read_text(encoding="utf-8"))
+            continue
+        for _, obj in iter_jsonl(path):
+            if isinstance(obj.get("prompt"), str):
+                parts.append(format_prompt(obj["prompt"]))
+            for key in ("response", "chosen", "rejected"):
+                if isinstance(obj.get(key), str):
+                    parts.append(obj[key])
+            parts += [r for r in obj.get("responses", []) if isinstance(r, str)]
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> Tokenizer:
+    parser = argparse.ArgumentParser(
+        prog="python -m minigpt_rlhf.tokenizer",
+        description="Train the project's byte-level BPE on your own text; use it with --tokenizer=OUT.")
+    parser.add_argument("files", nargs="+", help="text files (.txt as they are) and JSONL data files (.jsonl)")
+    parser.add_argument("--out", required=True, help="where to write the vocabulary (.bpe)")
+    parser.add_argument("--vocab_size", type=int, default=2048, help="tokens before EOS and PAD (at least 256)")
+    args = parser.parse_args(argv)
+    for path in args.files:
+        if not Path(path).is_file():
+            raise SystemExit(f"error: file {path} not found")
+    ranks = train_bpe(training_text(args.files), args.vocab_size)
+    if len(ranks) < args.vocab_size:
+        print(f"the text has no more pairs to merge: {len(ranks)} tokens instead of {args.vocab_size}")
+    save_bpe(ranks, args.out)
+    tok = get_tokenizer(args.out)
+    print(f"tokenizer: {len(ranks)} tokens -> {args.out} (sha256 {tok.identity()['sha256']}); "
+          f"train with --tokenizer={args.out}")
+    return tok
+
+
+if __name__ == "__main__":
+    main()

@@ -2,22 +2,56 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from minigpt_rlhf.common import cosine_lr
-from minigpt_rlhf.evaluate import spearman, win_rate
+from minigpt_rlhf.evaluate import spearman, win_outcomes, win_rate
 
 
-def test_win_rate_counts_ties_as_half_with_a_normal_interval():
+def test_win_outcomes_count_ties_as_half_and_the_rate_is_their_mean():
     a = [0.9, 0.5, 0.3, 0.7]
     b = [0.1, 0.5, 0.8, 0.2]
-    wins = [1.0, 0.5, 0.0, 1.0]  # by hand
-    mean = sum(wins) / 4
-    sd = math.sqrt(sum((w - mean) ** 2 for w in wins) / 3)
-    rate, (lo, hi) = win_rate(a, b)
-    assert rate == pytest.approx(0.625)
-    assert lo == pytest.approx(max(0.0, mean - 1.96 * sd / 2)) and hi == pytest.approx(min(1.0, mean + 1.96 * sd / 2))
-    assert win_rate([0.5] * 5, [0.5] * 5) == (0.5, (0.5, 0.5))
+    wins = win_outcomes(a, b)
+    assert wins.tolist() == [1.0, 0.5, 0.0, 1.0]  # by hand
+    rate, (lo, hi) = win_rate(wins)
+    assert rate == pytest.approx(0.625) and lo <= rate <= hi
+    assert win_rate(win_outcomes([0.5] * 5, [0.5] * 5)) == (0.5, (0.5, 0.5))
+
+
+def test_win_rate_interval_is_the_percentile_bootstrap_over_prompts():
+    wins = np.array([[1.0, 1.0, 0.0], [0.0, 0.5, 0.0], [1.0, 1.0, 1.0], [0.5, 0.0, 1.0]])  # (P=4, S=3)
+    rate, (lo, hi) = win_rate(wins, n_bootstrap=500, seed=3)
+    assert rate == pytest.approx(wins.mean())
+    # the same resampling by a plain loop: draw 4 prompts with replacement, keep each prompt's 3 samples
+    rng = np.random.default_rng(3)
+    draws = rng.integers(0, 4, size=(500, 4))
+    boot = [np.mean([wins[p].mean() for p in row]) for row in draws]
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])))
+
+
+def correlated_outcomes(rng, n_prompts, n_samples, true_rate, concentration):
+    """Win/loss outcomes whose per-prompt win probability q ~ Beta with mean true_rate: samples of one prompt
+    share q, so they are correlated (intra-prompt correlation 1 / (concentration + 1))."""
+    q = rng.beta(true_rate * concentration, (1 - true_rate) * concentration, size=n_prompts)  # (P,)
+    return (rng.random((n_prompts, n_samples)) < q[:, None]).astype(float)  # (P, S)
+
+
+def test_cluster_bootstrap_interval_covers_the_true_rate_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    true_rate, reps = 0.6, 400
+    covered, naive_covered = 0, 0
+    for r in range(reps):
+        wins = correlated_outcomes(rng, n_prompts=100, n_samples=4, true_rate=true_rate, concentration=2.0)
+        _, (lo, hi) = win_rate(wins, n_bootstrap=1000, seed=r)
+        covered += lo <= true_rate <= hi
+        # the same bootstrap over samples, as if they were independent: too narrow for correlated samples
+        _, (lo, hi) = win_rate(wins.reshape(-1, 1), n_bootstrap=1000, seed=r)
+        naive_covered += lo <= true_rate <= hi
+    # 400 repetitions: the binomial standard error of a 0.95 coverage is 0.011
+    assert 0.92 <= covered / reps <= 0.98
+    # design effect 1 + (S - 1) * ICC = 1 + 3 / 3 = 2: the naive interval is sqrt(2) too narrow (~83% coverage)
+    assert naive_covered / reps < 0.89
 
 
 def test_spearman_matches_pearson_of_ranks_with_ties_averaged():
@@ -40,3 +74,27 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_the_floor():
     assert mid == pytest.approx(0.5 * (lr + 0.1 * lr))
     assert cosine_lr(total, total, lr, warm) == pytest.approx(0.1 * lr)
     assert cosine_lr(total + 50, total, lr, warm) == pytest.approx(0.1 * lr)
+
+
+def test_a_prompt_prefix_goes_before_the_template_and_the_row_keeps_its_prompt():
+    import torch
+
+    from minigpt_rlhf.data import encode_prompt
+    from minigpt_rlhf.evaluate import sample_responses
+    from minigpt_rlhf.model import GPT, GPTConfig
+    from minigpt_rlhf.sampling import generate
+    from minigpt_rlhf.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=96, vocab_size=tok.n_vocab, n_layer=1, n_head=2, n_embd=32)).eval()
+    prefix = tok.encode("Instruction: Name a colour.\nResponse:\nBlue.\n\n")  # a one-shot example
+    rows = [{"prompt": "Name a fruit."}, {"prompt": "Name a tree, please."}]
+    got = sample_responses(model, tok, rows, 8, 1.0, greedy=True, prefix_ids=prefix)
+    for row, sample in zip(rows, got):
+        ref = generate(model, [prefix + encode_prompt(tok, row["prompt"])], 8, tok.eos_id, tok.pad_id, greedy=True,
+                       n_vocab=tok.n_vocab)
+        assert sample["response_ids"] == ref.response[0, : int(ref.response_mask[0].sum())].tolist()
+        assert sample["prompt"] == row["prompt"]
+    plain = sample_responses(model, tok, rows, 8, 1.0, greedy=True)
+    assert [s["response_ids"] for s in plain] != [s["response_ids"] for s in got]

@@ -162,6 +162,7 @@ def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alon
     evaluation temperature, equals a brute-force loop that scores each sample alone (no padding, no batching:
     35 samples span two of its chunks of 32); and it is 0 for a model against itself."""
     from minigpt_rlhf.data import encode_prompt
+    from minigpt_rlhf.evaluate import kl_to_reference
     from minigpt_rlhf.tokenizer import get_tokenizer
 
     tok = get_tokenizer()
@@ -181,7 +182,6 @@ def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alon
         response = [int(t) for t in rng.choice(allowed, int(rng.integers(1, 9)))] + [tok.eos_id] * (i % 2)
         samples.append({"prompt": "Name a fruit." if i % 3 else f"List {i} colours, please.", "response_ids": response})
     cfg = train_ppo.Config(eval_temperature=0.7)
-    rt = compute_init("cpu", "float32")
 
     def summed_logprob(model, ids, n_prompt):
         with torch.no_grad():
@@ -197,8 +197,8 @@ def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alon
         expected += summed_logprob(policy, ids, len(prompt)) - summed_logprob(ref, ids, len(prompt))
     expected /= len(samples)
     with torch.no_grad():
-        got = train_ppo.kl_to_reference(policy, ref, tok, samples, cfg, banned, rt)
-        itself = train_ppo.kl_to_reference(ref, ref, tok, samples, cfg, banned, rt)
+        got = kl_to_reference(policy, ref, tok, samples, cfg.eval_temperature)
+        itself = kl_to_reference(ref, ref, tok, samples, cfg.eval_temperature)
     assert abs(expected) > 1.0  # two different models: the check has something to see
     assert got == pytest.approx(expected, abs=1e-4)
     assert itself == pytest.approx(0.0, abs=1e-6)

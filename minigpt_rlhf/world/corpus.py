@@ -8,7 +8,6 @@ wording). Documents are a few sentences long and separated by a blank line.
 import random
 
 from minigpt_rlhf.data import format_prompt
-
 from minigpt_rlhf.world.lexicon import (
     ANIMAL_FACTS,
     CATEGORIES,
