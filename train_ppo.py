@@ -116,7 +116,7 @@ class Config:
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
     eval_temperature: float = 0.7  # temperature of the final SFT-vs-PPO comparison
-    samples_per_prompt: int = 1  # samples of each model per held-out prompt (the CI is bootstrapped over prompts)
+    samples_per_prompt: int = 4  # samples of each model per held-out prompt (the CI is bootstrapped over prompts)
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16

@@ -13,12 +13,17 @@
    unless --relabel=True.
 3. The RM is the SFT model with its unembedding swapped for a scalar head; loss for a prompt with K
    ranked responses: -1/C(K,2) sum_{w above l} log sigmoid(r_w - r_l), ONE forward pass over its K
-   responses, whole prompts per batch; 1 epoch (more overfits, per the paper).
-4. Normalise: a bias so the SFT demonstrations get mean reward 0 (the paper), and a gain so SFT samples
-   have unit reward std (lm-human-preferences), folded into the head.
+   responses, whole prompts per batch. The paper trains 1 epoch (its 6B RM overfit with more, on 33k
+   prompts); our ~1M-parameter RM on ~1000 prompts is in the opposite regime, so it trains up to `epochs`
+   and keeps the weights after the epoch with the lowest held-out ranking loss (early stopping, on the
+   labels: never on gold).
+4. Normalise: a bias so the SFT demonstrations (a random sample of them, all task families) get mean
+   reward 0 (the paper), and a gain so SFT samples have unit reward std (lm-human-preferences), folded
+   into the head.
 
 Responses that did not emit EOS within max_new_tokens are ranked as they are (the labeler sees them cut
-off); the RM input always ends with EOS. In PPO such responses get a fixed penalty instead of an RM score.
+off), and the RM sees them as they are too: without an EOS, its reward read at their last token. In PPO
+such responses get a fixed penalty instead of an RM score.
 """
 
 from __future__ import annotations
@@ -97,8 +102,8 @@ class Config:
     distinct_tries: int = 2  # extra sampling rounds that replace repeated or empty responses (0 = none)
     target_agreement: float = 0.726  # inter-labeler agreement the labeler noise is calibrated to
     val_fraction: float = 0.15  # share of prompts held out for evaluation (unless val_comparisons is given)
-    epochs: int = 1  # most passes over the comparisons (paper: 1, for a 6B RM on 33k prompts)
-    early_stopping: bool = False  # after each epoch, keep the weights with the lowest held-out ranking loss
+    epochs: int = 6  # most passes over the comparisons (paper: 1, for a 6B RM on 33k prompts; see early_stopping)
+    early_stopping: bool = True  # after each epoch, keep the weights with the lowest held-out ranking loss
     prompts_per_batch: int = 4  # whole prompts per optimizer step
     lr: float = 3e-4  # peak learning rate
     warmup_steps: int = 10  # linear warmup steps
@@ -120,7 +125,7 @@ PRESETS = {
     "laptop": {},
     "gpu": dict(max_prompts=0, prompts_per_batch=16, lr=3e-5),
     "tiny": dict(max_prompts=12, k_min=2, k_max=4, prompts_per_batch=4, max_new_tokens=12, n_norm_demos=16,
-                 val_fraction=0.34, warmup_steps=1),
+                 val_fraction=0.34, warmup_steps=1, epochs=1),
 }
 
 
