@@ -53,7 +53,15 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import TokenStream, data_file, encode_prompts, read_prompts, read_sft
+from minigpt_rlhf.data import (
+    TokenStream,
+    data_file,
+    encode_prompts,
+    few_shot_demos,
+    few_shot_prompt,
+    read_prompts,
+    read_sft,
+)
 from minigpt_rlhf.evaluate import compare_models, format_comparison, rm_report
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.losses import lm_loss
@@ -80,6 +88,7 @@ class Config:
     eval_prompts: str = ""  # held-out prompts of the final comparison (default {data_dir}/eval_prompts.jsonl)
     corpus: str = ""  # pretraining corpus (default {data_dir}/corpus_train.txt; needed for ptx_coef > 0)
     corpus_val: str = ""  # held-out corpus for the pretraining loss (default {data_dir}/corpus_val.txt, if it exists)
+    sft_train: str = ""  # demonstrations for the base model's few-shot prompt (default {data_dir}/sft_train.jsonl)
     judge: str = "auto"  # auto | none | module:function: scores responses, for logging and evaluation only (judge.py)
     tokenizer: str = "default"  # must match the checkpoints' tokenizer
     upstream_preset: str = "laptop"  # preset for train_sft.py / train_rm.py if their checkpoints are missing
@@ -118,6 +127,7 @@ class Config:
     eval_temperature: float = 0.7  # temperature of the final SFT-vs-PPO comparison
     samples_per_prompt: int = 4  # samples of each model per held-out prompt (the CI is bootstrapped over prompts)
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
+    few_shot: int = 3  # the report also compares the base model, prompted with this many demonstrations (0 = not)
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     compile: str = "auto"  # torch.compile the update's policy and value forwards: auto (on for CUDA) | True | False
@@ -266,6 +276,21 @@ class Rounds:
         return frozen(rm), stats
 
 
+def base_model(config, sft_ckpt: dict, tok, rt):
+    """The pretrained model SFT started from (out/base/model.pt, or the SFT run's --init_from checkpoint), frozen,
+    and the demonstrations of its few-shot prompt; (None, None) if config.few_shot is 0 or there is none."""
+    init = sft_ckpt["config"].get("init_from", "")
+    path = init if init.endswith(".pt") else os.path.join(config.out_dir, "base", "model.pt")
+    if not config.few_shot or not os.path.exists(path):
+        if config.few_shot:
+            print0(f"no base model at {path}: the report compares PPO with SFT only")
+        return None, None
+    base = frozen(model_from_checkpoint(load_checkpoint(path, "base model checkpoint"), tok, where=path,
+                                        dropout=0.0)).to(rt.device)
+    demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the base model's few-shot prompt"))
+    return base, few_shot_demos(demos, config.few_shot, config.seed)
+
+
 def minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch=None):
     """loss = policy loss + vf_coef * value loss + ptx_coef * pretraining next-token loss (PPO-ptx,
     Ouyang et al. 2022, eq. 2). ptx_batch: (x, y) corpus windows, needed only when ptx_coef > 0."""
@@ -391,6 +416,7 @@ def main(config: Config) -> dict:
     corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
     corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
     judge = resolve_judge(config.judge, [r["prompt"] for r in rows + eval_rows])
+    base, base_demos = base_model(config, sft_ckpt, tok, rt)
     rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
     gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
     local_batch = config.rollout_batch_size // rt.world_size
@@ -465,10 +491,18 @@ def main(config: Config) -> dict:
         plot_overoptimization(curve, os.path.join(config.out_dir, "ppo", "overoptimization.png"))
 
     # ---- evaluation: PPO against SFT on held-out prompts, by RM score, KL and the judge (if any) ----
-    result, samples = compare_models({"sft": ref, "ppo": policy}, tok, eval_rows, reference="sft", candidate="ppo",
-                                     judge=judge, rm=rm, max_new_tokens=config.max_new_tokens,
-                                     temperature=config.eval_temperature, samples_per_prompt=config.samples_per_prompt,
-                                     seed=1, no_eos_score=config.no_eos_penalty, corpus_val=corpus_val, runtime=rt)
+    # ---- evaluation: PPO against SFT (and the base model prompted few-shot, the paper's "GPT-3 prompted") on
+    # held-out prompts, by RM score, KL and the judge (if any) ----
+    models, encoders = {"sft": ref, "ppo": policy}, {}
+    if base is not None:
+        models = {"base": base, **models}
+        room = base.config.block_size - config.max_new_tokens
+        encoders["base"] = lambda prompt: few_shot_prompt(tok, prompt, base_demos, room)
+    result, samples = compare_models(models, tok, eval_rows, reference="sft", candidate="ppo", judge=judge, rm=rm,
+                                     max_new_tokens=config.max_new_tokens, temperature=config.eval_temperature,
+                                     samples_per_prompt=config.samples_per_prompt, seed=1,
+                                     no_eos_score=config.no_eos_penalty, corpus_val=corpus_val, runtime=rt,
+                                     prompt_encoders=encoders, ideal=judge.ideal_of if judge is not None else None)
     result.update(train_time_s=train_time, wall_time_s=time.time() - t0, config=asdict(config))
     if rt.master:
         print(format_comparison(result, samples, reference="sft", candidate="ppo"))

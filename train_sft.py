@@ -367,6 +367,12 @@ def main(config: Config) -> dict:
     }
     if corpus_val is not None:
         result["corpus_val_loss"] = corpus_loss(model, corpus_val, model.config.block_size, autocast=rt.autocast)
+        base_path = config.init_from if config.init_from.endswith(".pt") else os.path.join(config.out_dir, "base",
+                                                                                             "model.pt")
+        if os.path.exists(base_path):  # what SFT started from: how much of its language model SFT kept
+            base = model_from_checkpoint(load_checkpoint(base_path, "base model checkpoint"), tok).to(rt.device)
+            result["base_corpus_val_loss"] = corpus_loss(base, corpus_val, base.config.block_size,
+                                                         autocast=rt.autocast)
     if rt.master:
         print(format_sft_report(result, samples))
         write_json(os.path.join(config.out_dir, "sft", "eval.json"), result)

@@ -27,10 +27,11 @@ from .sampling import banned_token_ids, generate
 @torch.no_grad()
 def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperature: float,
                      batch_size: int = 256, seed: int = 0, greedy: bool = False, runtime=None,
-                     drop_finished: bool = True, prefix_ids: list[int] | None = None) -> list[dict]:
+                     drop_finished: bool = True, encode=None) -> list[dict]:
     """One sampled response per prompt row. Returns rows extended with response, ended (emitted EOS),
-    n_tokens and response_ids (the sampled ids, EOS included when it ended). prefix_ids, if given, are put
-    before every templated prompt (e.g. few-shot examples for a base model); the rows keep their prompt.
+    n_tokens and response_ids (the sampled ids, EOS included when it ended). encode(prompt) -> ids, if given,
+    builds the model's input instead of the one prompt format alone (e.g. data.few_shot_prompt for a base
+    model); the rows keep their prompt.
     Rows go through `generate` in batches of `batch_size` prompts of similar length; on a 2-core CPU 256
     samples about 1.4x faster than 64, since a decoding step of a small model costs little more for more rows
     (bench/RESULTS.md).
@@ -40,10 +41,10 @@ def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperat
     if runtime is not None and runtime.ddp:
         mine = sample_responses(model, tok, rows[runtime.rank:: runtime.world_size], max_new_tokens,
                                 temperature, batch_size, seed + runtime.rank, greedy, drop_finished=drop_finished,
-                                prefix_ids=prefix_ids)
+                                encode=encode)
         return gather_shards(mine, runtime)
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    encoded = [list(prefix_ids or []) + encode_prompt(tok, r["prompt"]) for r in rows]
+    encoded = [encode(r["prompt"]) if encode is not None else encode_prompt(tok, r["prompt"]) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))  # similar lengths pad less
     out = [None] * len(rows)
     for b in range(0, len(order), batch_size):
@@ -183,11 +184,13 @@ def win_rate(wins, n_bootstrap: int = 2000, seed: int = 0) -> tuple[float, tuple
 def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candidate: str, judge=None, rm=None,
                    max_new_tokens: int, temperature: float, samples_per_prompt: int = 1, seed: int = 1,
                    no_eos_score: float | None = None, corpus_val=None, runtime=None,
-                   prompt_prefixes: dict[str, str] | None = None) -> tuple[dict, dict]:
+                   prompt_encoders: dict | None = None, ideal=None) -> tuple[dict, dict]:
     """Sample every model in `models` ({name: model}, in table order) samples_per_prompt times on each
     held-out prompt, with the same seed, and compare them. Returns (result, samples by name).
-    prompt_prefixes: {name: text} put before that model's prompts when it samples (e.g. few-shot examples
-    for a base model that was never fine-tuned); its responses are then scored as answers to the plain prompt.
+    prompt_encoders: {name: encode(prompt) -> ids} for a model prompted otherwise than in the one format (the
+    base model, prompted few-shot); its responses are scored as answers to the plain prompt.
+    ideal(prompt) -> the ideal response, if the judge knows it: then ideal_rate_m, the share of m's samples
+    that score as high as the ideal answer (none of them can be beaten; a tie counts 1/2 in a win rate).
 
     result (flat, as eval.json stores it), for each model name m:
       eos_rate_m, response_tokens_m; rm_score_m (mean RM score of the finished responses, if rm);
@@ -200,9 +203,9 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
     win_rate_vs_o_ci95 / rm_win_rate_vs_o_ci95."""
     S = samples_per_prompt
     expanded = [{**r, "prompt_index": i} for i, r in enumerate(rows) for _ in range(S)]  # prompt-major
-    prefixes = prompt_prefixes or {}
+    encoders = prompt_encoders or {}
     samples = {name: sample_responses(m, tok, expanded, max_new_tokens, temperature, seed=seed, runtime=runtime,
-                                      prefix_ids=tok.encode(prefixes[name]) if name in prefixes else None)
+                                      encode=encoders.get(name))
                for name, m in models.items()}
     result: dict = {}
     gold, proxy = {}, {}
@@ -221,6 +224,9 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
             result[f"gold_score_{name}"] = rep["gold_score_mean"]
             result[f"gold_score_by_family_{name}"] = rep["gold_score_by_family"]
             gold[name] = np.array(scores).reshape(len(rows), S)
+            if ideal is not None:
+                best = np.array([judge.score(r["prompt"], ideal(r["prompt"])) for r in rows])  # (P,)
+                result[f"ideal_rate_{name}"] = float((gold[name] >= best[:, None] - 1e-9).mean())
         if corpus_val is not None:
             m = models[name]
             result[f"pretrain_loss_{name}"] = corpus_loss(m, corpus_val, m.config.block_size)
@@ -251,8 +257,8 @@ def format_comparison(result: dict, samples: dict, *, reference: str, candidate:
         if fams != ["all"]:
             table += [[f] + [result[f"gold_score_by_family_{n}"].get(f, float("nan")) for n in names] for f in fams]
         table.append([f"ALL ({what} score)"] + [result[f"gold_score_{n}"] for n in names])
-    for key, row in (("rm_score", "RM score"), ("eos_rate", "EOS rate"), ("response_tokens", "response tokens"),
-                     ("pretrain_loss", "pretraining loss")):
+    for key, row in (("ideal_rate", "ideal rate"), ("rm_score", "RM score"), ("eos_rate", "EOS rate"),
+                     ("response_tokens", "response tokens"), ("pretrain_loss", "pretraining loss")):
         if f"{key}_{candidate}" in result:
             table.append([row] + [result[f"{key}_{n}"] for n in names])
     lines = [format_table(["held-out prompts"] + [label[n] for n in names], table)]
@@ -297,6 +303,9 @@ def format_sft_report(result: dict, samples: list[dict], n_examples: int = 3) ->
         lines.append(format_table(["family", f"SFT {what} score"], rows))
     lines.append(f"EOS rate {result['eos_rate']:.3f}; SFT val loss {result['sft_val_loss_before']:.3f} -> "
                  f"{result['sft_val_loss']:.3f}; wall time {result['wall_time_s']:.0f}s")
+    if "corpus_val_loss" in result:
+        kept = (f"base model {result['base_corpus_val_loss']:.3f} -> " if "base_corpus_val_loss" in result else "")
+        lines.append(f"pretraining corpus loss: {kept}SFT {result['corpus_val_loss']:.3f}")
     lines += [f"--- {s['prompt']}\n>>> {s['response']}" for s in samples[:n_examples]]
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ class Scorer:
     fn: Callable
     sees_eos: bool = False
     family_of: Callable[[str], str] | None = None
+    ideal_of: Callable[[str], str] | None = None  # prompt -> the best response, if the judge knows it
 
     def score(self, prompt: str, response: str, ended: bool = True) -> float:
         value = self.fn(prompt, response, eos=ended) if self.sees_eos else self.fn(prompt, response)
@@ -67,7 +68,7 @@ def world_scorer() -> Scorer:
     """The instruction world's hidden gold labeler."""
     from . import world
 
-    return Scorer("world", world.gold_score, sees_eos=True, family_of=world.family_of)
+    return Scorer("world", world.gold_score, sees_eos=True, family_of=world.family_of, ideal_of=world.ideal_response)
 
 
 def is_world_prompt(prompt: str) -> bool:

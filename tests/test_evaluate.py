@@ -90,7 +90,7 @@ def test_a_prompt_prefix_goes_before_the_template_and_the_row_keeps_its_prompt()
     model = GPT(GPTConfig(block_size=96, vocab_size=tok.n_vocab, n_layer=1, n_head=2, n_embd=32)).eval()
     prefix = tok.encode("Instruction: Name a colour.\nResponse:\nBlue.\n\n")  # a one-shot example
     rows = [{"prompt": "Name a fruit."}, {"prompt": "Name a tree, please."}]
-    got = sample_responses(model, tok, rows, 8, 1.0, greedy=True, prefix_ids=prefix)
+    got = sample_responses(model, tok, rows, 8, 1.0, greedy=True, encode=lambda p: prefix + encode_prompt(tok, p))
     for row, sample in zip(rows, got):
         ref = generate(model, [prefix + encode_prompt(tok, row["prompt"])], 8, tok.eos_id, tok.pad_id, greedy=True,
                        n_vocab=tok.n_vocab)

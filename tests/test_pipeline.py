@@ -61,6 +61,12 @@ def test_ppo_stage_writes_eval_with_the_documented_keys(pipeline):
         assert key in ev
     lo, hi = ev["win_rate_ci95"]
     assert 0.0 <= lo <= ev["win_rate_vs_sft"] <= hi <= 1.0
+    for key in ("win_rate_vs_base", "win_rate_vs_base_ci95", "ideal_rate_sft", "ideal_rate_ppo", "ideal_rate_base",
+                "samples_per_prompt", "overoptimization"):
+        assert key in ev or (out / "ppo" / f"{key}.json").exists()
+    assert ev["samples_per_prompt"] == 4
+    curve = json.loads((out / "ppo" / "overoptimization.json").read_text())
+    assert len(curve["sqrt_kl"]) == len(curve["gold_score"]) == len(curve["rm_score"]) == 2
     log = [json.loads(line) for line in (out / "ppo" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and log[0]["first_ratio_mean"] == 1.0
     for key in ("rm_score", "gold_score", "kl", "kl_k3", "kl_coef", "entropy", "clipfrac", "approx_kl", "vf_loss",
@@ -131,3 +137,32 @@ def test_non_finite_ppo_loss_stops_with_a_clear_message_and_keeps_the_checkpoint
     with pytest.raises(SystemExit, match="ppo: loss became nan at iteration 0"):
         train_ppo.main(cfg)
     assert (out / "ppo" / "model.pt").read_bytes() == before
+
+
+def test_the_report_compares_the_base_model_prompted_few_shot_and_counts_ideal_answers(tmp_path):
+    """compare_models with a base model whose prompt carries demonstrations: its samples are those of the
+    few-shot prompt, and each model's ideal rate is the share of its samples that score as the ideal answer."""
+    from minigpt_rlhf.data import encode_prompt, few_shot_prompt
+    from minigpt_rlhf.evaluate import compare_models, sample_responses
+    from minigpt_rlhf.judge import Scorer
+    from minigpt_rlhf.model import GPT, GPTConfig
+
+    tok = get_tokenizer()
+    torch.manual_seed(0)
+    models = {name: GPT(GPTConfig(block_size=128, vocab_size=tok.n_vocab, n_layer=1, n_head=2, n_embd=32)).eval()
+              for name in ("base", "sft", "ppo")}
+    rows = [{"prompt": "Name a fruit."}, {"prompt": "Name a tree, please."}, {"prompt": "Say hi."}]
+    demos = [{"prompt": "Name a colour.", "response": "Blue."}]
+    judge = Scorer("len", lambda p, r: float(len(r) % 3), ideal_of=lambda p: "xx")  # ideal score 2
+    encode = {"base": lambda p: few_shot_prompt(tok, p, demos, 80)}
+    result, samples = compare_models(models, tok, rows, reference="sft", candidate="ppo", judge=judge,
+                                     max_new_tokens=8, temperature=1.0, samples_per_prompt=2, seed=3,
+                                     prompt_encoders=encode, ideal=judge.ideal_of)
+    expanded = [r for r in rows for _ in range(2)]
+    for name in models:  # each model sampled on its own input, with the same seed
+        ref = sample_responses(models[name], tok, [{**r, "prompt_index": i // 2} for i, r in enumerate(expanded)],
+                               8, 1.0, seed=3, encode=encode.get(name, lambda p: encode_prompt(tok, p)))
+        assert [s["response_ids"] for s in samples[name]] == [s["response_ids"] for s in ref]
+        scores = [len(s["response"]) % 3 for s in ref]
+        assert result[f"ideal_rate_{name}"] == pytest.approx(sum(x >= 2 for x in scores) / len(scores))
+    assert "win_rate_vs_base" in result and "win_rate_vs_base_ci95" in result
