@@ -18,7 +18,11 @@ The folder holds:
   never does (sampling.banned_token_ids).
 - the tokenizer: tokenizer.json (Hugging Face `tokenizers` format) and tokenizer_config.json, loaded by
   `AutoTokenizer` as a `PreTrainedTokenizerFast` with EOS `<|endoftext|>` and PAD `<|pad|>` at our ids;
-  for GPT-2's vocabulary also GPT-2's own vocab.json and merges.txt.
+  for GPT-2's vocabulary also GPT-2's own vocab.json and merges.txt. Same split regex, same merges: it
+  gives our ids (tests/test_export.py checks the world's text and random Unicode), with one difference of
+  convention: `transformers` reads the strings "<|endoftext|>" and "<|pad|>" in text
+  as the special tokens, where our `Tokenizer.encode` keeps them text (`split_special_tokens=True` in
+  `transformers` does the same).
 
 The reward model and the value model export as `GPT2ForSequenceClassification` with one label. It
 reads its score at the last token that is not PAD (`pad_token_id`), which is the EOS where our RM reads
@@ -111,13 +115,13 @@ def gpt2_config(config: GPTConfig, tok: Tokenizer, label: str = "reward") -> dic
     return out
 
 
-def _save_safetensors(sd: dict, path: Path):
+def _safetensors_save_file():
     try:
         from safetensors.torch import save_file
     except ImportError as e:
         raise ImportError("exporting needs the optional package safetensors "
                           "(pip install safetensors, or pip install -e \".[export]\")") from e
-    save_file(sd, str(path), metadata={"format": "pt"})
+    return save_file
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -177,14 +181,14 @@ def hf_tokenizer(tok: Tokenizer):
     return hf
 
 
-def export_tokenizer(tok: Tokenizer, out_dir: str | Path, model_max_length: int):
+def export_tokenizer(tok: Tokenizer, out_dir: str | Path, model_max_length: int, hf=None):
     """tokenizer.json + tokenizer_config.json (and GPT-2's vocab.json + merges.txt for GPT-2's vocabulary).
 
     tokenizer_config names PreTrainedTokenizerFast, which loads tokenizer.json as written; GPT-2's own
     tokenizer class would rebuild its pre-tokenizer from vocab and merges."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    hf_tokenizer(tok).save(str(out_dir / "tokenizer.json"))
+    (hf or hf_tokenizer(tok)).save(str(out_dir / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": EOS,
@@ -212,16 +216,18 @@ def export_model(model: GPT, tok: Tokenizer, out_dir: str | Path, label: str = "
     """Write `model` and `tok` to `out_dir` in Hugging Face's GPT-2 format. Returns the folder."""
     if tok.n_vocab > model.config.vocab_size:
         raise ValueError(f"tokenizer has {tok.n_vocab} ids but the model only {model.config.vocab_size} rows")
+    # both optional packages are needed: fail before anything is written
+    hf, save_file = hf_tokenizer(tok), _safetensors_save_file()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(gpt2_state_dict(model), out_dir / "model.safetensors")
+    save_file(gpt2_state_dict(model), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps(gpt2_config(model.config, tok, label), indent=2) + "\n")
     if model.config.head == "lm":
         banned = banned_token_ids(model.config.vocab_size, tok.n_vocab, tok.pad_id).tolist()
         generation = {"bos_token_id": tok.eos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id,
                       "suppress_tokens": banned}
         (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    export_tokenizer(tok, out_dir, model.config.block_size)
+    export_tokenizer(tok, out_dir, model.config.block_size, hf)
     return out_dir
 
 
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None):
     value_model = options.get("value_model", "false").lower() in ("1", "true", "yes", "on", "")
     try:
         out = export_checkpoint(positional[0], positional[1], options.get("tokenizer", ""), value_model)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
 

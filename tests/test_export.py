@@ -2,6 +2,8 @@
 the exported policy's logits, the exported tokenizer's ids and the exported reward model's scores are ours."""
 
 import json
+import random
+import sys
 
 import pytest
 import torch
@@ -109,6 +111,12 @@ def test_exported_tokenizer_encodes_and_decodes_like_ours_special_tokens_include
         ids = tok.encode(text)
         assert hf.encode(text, add_special_tokens=False, split_special_tokens=True) == ids, text
         assert hf.decode(ids) == text
+    rng = random.Random(0)  # random strings of letters, digits, punctuation, odd whitespace and Unicode
+    alphabet = list("abcXYZ019 .,;:'!?-_()\"\n\t") + ["  ", "\r\n", "é", "ß", "東", "😀", "\u0301", "\u00a0", "'s",
+                                                     "'ll", "’", "٣", "Ⅻ", "\u2028", "ǅ"]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 24)))
+        assert hf.encode(text, add_special_tokens=False) == tok.encode(text), ascii(text)
     # the special tokens: written as text they become our EOS / PAD ids, and decoding can skip them
     ids = tok.encode("Kelvar.")
     assert hf.encode("Kelvar." + EOS + PAD, add_special_tokens=False) == ids + [tok.eos_id, tok.pad_id]
@@ -224,7 +232,7 @@ def test_export_command_writes_a_loadable_folder_with_the_checkpoints_tokenizer(
     assert hf.config.id2label == {0: "value"}
 
 
-def test_export_command_errors_name_the_checkpoint(tmp_path, tok):
+def test_export_command_errors_name_the_checkpoint(tmp_path, tok, monkeypatch):
     model = tiny_model(tok)
     save_checkpoint(tmp_path / "sft.pt", model, tok, stage="sft")
     with pytest.raises(SystemExit, match="sft.pt holds no value model"):
@@ -238,4 +246,8 @@ def test_export_command_errors_name_the_checkpoint(tmp_path, tok):
         main([str(tmp_path / "sft.pt"), str(tmp_path / "out"), f"--tokenizer=gpt2:{src}"])
     with pytest.raises(SystemExit, match="usage"):
         main([str(tmp_path / "sft.pt")])
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "tokenizers", None)  # the optional package is not installed
+        with pytest.raises(SystemExit, match="needs the optional package tokenizers"):
+            main([str(tmp_path / "sft.pt"), str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # nothing written by a failed export

@@ -52,27 +52,27 @@ def run(out_dir, capsys, *args):
 
 
 def test_prompts_from_a_file_and_from_stdin_give_the_same_output(out_dir, tmp_path, capsys):
-    prompts = WORLD_PROMPTS + [OTHER_PROMPT]
+    prompts = WORLD_PROMPTS
     jsonl, text = tmp_path / "prompts.jsonl", tmp_path / "prompts.txt"
     jsonl.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     text.write_text("\n".join(prompts) + "\n\n")
-    results, from_jsonl = run(out_dir, capsys, f"--prompt_file={jsonl}", "--num_samples=2")
-    assert [r["prompt"] for r in results] == [p for p in prompts for _ in ("sft", "ppo") for _ in range(2)]
-    assert [r["model"] for r in results[:4]] == ["sft", "sft", "ppo", "ppo"]
-    _, from_text = run(out_dir, capsys, f"--prompt_file={text}", "--num_samples=2")
-    stdin = subprocess.run([sys.executable, "sample.py", f"--out_dir={out_dir}", "--device=cpu", "--max_new_tokens=12",
-                            "--num_samples=2"], input="\n".join(prompts) + "\n", capture_output=True, text=True,
-                           cwd=ROOT, timeout=300)
+    args = ["--max_new_tokens=8", "--num_samples=2", "--judge=none"]  # the judge is checked below
+    results, from_jsonl = run(out_dir, capsys, f"--prompt_file={jsonl}", *args)
+    assert [(r["prompt"], r["model"], r["sample"]) for r in results] == [
+        (p, m, j) for p in prompts for m in ("sft", "ppo") for j in range(2)]
+    _, from_text = run(out_dir, capsys, f"--prompt_file={text}", *args)
+    stdin = subprocess.run([sys.executable, "sample.py", f"--out_dir={out_dir}", "--device=cpu", *args],
+                           input="\n".join(prompts) + "\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert stdin.returncode == 0, stdin.stderr
     assert from_jsonl == from_text == stdin.stdout
     for p in prompts:
         assert f"=== {p}\n" in from_jsonl
-    _, one = run(out_dir, capsys, f"--prompt={WORLD_PROMPTS[1]}", "--num_samples=2")
+    _, one = run(out_dir, capsys, f"--prompt={prompts[1]}", *args)
     assert one in from_jsonl  # a prompt's samples do not depend on the prompts before it
 
 
 def test_samples_are_deterministic_under_a_seed(out_dir, capsys):
-    args = (f"--prompt={WORLD_PROMPTS[0]}", "--num_samples=4", "--temperature=1.0")
+    args = (f"--prompt={WORLD_PROMPTS[0]}", "--num_samples=3", "--temperature=1.0")
     a, printed_a = run(out_dir, capsys, *args, "--seed=1")
     b, printed_b = run(out_dir, capsys, *args, "--seed=1")
     c, _ = run(out_dir, capsys, *args, "--seed=2")
@@ -84,7 +84,7 @@ def test_printed_scores_are_the_rm_and_the_judge_called_directly(out_dir, capsys
     tok = get_tokenizer()
     rm = model_from_checkpoint(load_checkpoint(out_dir / "rm" / "model.pt"), tok).eval()
     results = []
-    for p in WORLD_PROMPTS + [OTHER_PROMPT]:
+    for p in WORLD_PROMPTS[:1] + [OTHER_PROMPT]:
         res, printed = run(out_dir, capsys, f"--prompt={p}", "--num_samples=4", "--temperature=1.0")
         blocks = re.split(r"^\[(?:sft|ppo) #\d\] ", printed, flags=re.M)[1:]
         assert len(blocks) == len(res) == 8
