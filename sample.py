@@ -82,15 +82,23 @@ def load_models(config: Config, device) -> tuple[dict, set, object, object]:
     for name, (path, ckpt) in ckpts.items():
         if ckpt["model_config"].get("head") != "lm":
             raise SystemExit(f"sample.py: {path} is a reward model, not a language model: pass it as --rm={path}")
-        models[name] = model_from_checkpoint(ckpt, tok, where=path, dropout=0.0).to(device).eval()
+        models[name] = build(ckpt, tok, path, device)
     rm = None
     if rm_ckpt is not None:
         if rm_ckpt["model_config"].get("head") != "scalar":
             raise SystemExit(f"sample.py: --rm={rm_path} is a language model, not a reward model")
-        rm = model_from_checkpoint(rm_ckpt, tok, where=rm_path, dropout=0.0).to(device).eval()
+        rm = build(rm_ckpt, tok, rm_path, device)
     if config.few_shot and not base:
         raise SystemExit("sample.py: --few_shot shows demonstrations to the base model: add base to --models")
     return models, base, rm, tok
+
+
+def build(ckpt: dict, tok, path: str, device):
+    """The checkpoint's model in eval mode, with a clear error if it was trained with another tokenizer."""
+    try:
+        return model_from_checkpoint(ckpt, tok, where=path, dropout=0.0).to(device).eval()
+    except ValueError as e:  # the tokenizer check
+        raise SystemExit(f"sample.py: {e}. Pass --tokenizer=SPEC or checkpoints made with one tokenizer") from None
 
 
 def make_judge(spec: str):

@@ -17,7 +17,7 @@ from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import encode_prompt, read_sft
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
 from minigpt_rlhf.reward import encode_responses, score_comparisons
-from minigpt_rlhf.tokenizer import DEFAULT_BPE_PATH, get_tokenizer
+from minigpt_rlhf.tokenizer import DEFAULT_BPE_PATH, get_tokenizer, save_bpe
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD_PROMPTS = ["What is the capital of Zorvia?", "Hello. Name the capital of Vespin. Answer with one word."]
@@ -135,12 +135,16 @@ def test_base_model_sees_few_shot_demonstrations_in_the_sft_format(out_dir, caps
 
 
 def test_bad_options_are_clear_errors_before_any_sampling(out_dir, capsys, tmp_path):
+    ranks = get_tokenizer().ranks
+    save_bpe({t: r for t, r in ranks.items() if r < len(ranks) - 1}, tmp_path / "other.bpe")  # one merge fewer
     with pytest.raises(FileNotFoundError, match=re.escape(str(out_dir / "nope" / "model.pt"))):
         run(out_dir, capsys, "--prompt=hi", f"--models=sft,{out_dir / 'nope' / 'model.pt'}")
     with pytest.raises(FileNotFoundError, match="Run `python train_sft.py`"):
         run(tmp_path, capsys, "--prompt=hi", "--models=base")
     with pytest.raises(SystemExit, match="is a reward model.*--rm="):
         run(out_dir, capsys, "--prompt=hi", f"--models={out_dir / 'rm' / 'model.pt'}")
+    with pytest.raises(SystemExit, match=r"Tokenizer mismatch for .*sft.*model.pt"):
+        run(out_dir, capsys, "--prompt=hi", f"--tokenizer={tmp_path / 'other.bpe'}")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
     with pytest.raises(ValueError, match=re.escape(f"{bad}:2")):
