@@ -13,7 +13,7 @@ AdamW step to both. Before timing, the script checks that both give the same los
     python bench/bench_train.py --hf_fused_gelu                  # + HF with torch's fused GELU (same kernels)
     python bench/bench_train.py --stages                         # our SFT and RM steps, eager vs compiled
     python bench/bench_train.py --stages --preset=gpu --device=cuda   # GPT-2-small shape on a GPU, with MFU
-    python bench/bench_train.py --stages --preset=gpu --device=cuda --only=pretrain,sft_grouped --batch=64
+    python bench/bench_train.py --stages --preset=gpu --device=cuda --only=sft_grouped,pretrain --batch=64
 
 Timing: warm-up steps, then --repeats rounds; in each round each model does --steps training steps (so
 slow drift of a shared machine affects both alike). Reported: the median over rounds of the time per step.
@@ -78,9 +78,9 @@ def parse_args(argv=None):
 STAGE_PRESETS = {"laptop": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
                  "gpu": dict(n_layer=12, n_head=12, n_embd=768, block_size=256),
                  "tiny": dict(n_layer=1, n_head=2, n_embd=32, block_size=128)}
-# pretrain: train_sft.py's pretraining step (corpus windows of block_size tokens); sft: its SFT step on shuffled
-# demonstrations; sft_grouped: on batches grouped by length (its default); rm: train_rm.py's step
-STAGES = ("pretrain", "sft", "sft_grouped", "rm")
+# sft: train_sft.py's SFT step on shuffled demonstrations; sft_grouped: on batches grouped by length (its
+# default); rm: train_rm.py's step; pretrain: train_sft.py's pretraining step (corpus windows of block_size tokens)
+STAGES = ("sft", "sft_grouped", "rm", "pretrain")
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak, per GPU
 
 
