@@ -215,6 +215,10 @@ def summary(machine: str, results: dict, total_s: float) -> str:
                          f"{ppo['gold_score_sft']:.3f} -> {ppo['gold_score_ppo']:.3f}")
         else:
             parts.append(f"pipeline: no figures ({q['status']})")
+    # past torch._dynamo's recompile limit a function runs eagerly from then on, silently but for a warning
+    limited = [k for k, v in results.items() if re.search(r"recompile_limit|cache_size_limit", v["output"])]
+    if limited:
+        parts.append(f"torch.compile's recompile limit was hit in: {', '.join(limited)}")
     failed = [k for k, v in results.items() if not v["ok"]]
     parts.append(f"{total_s:.0f} s in all" + (f"; FAILED: {', '.join(failed)}" if failed else "; every step ran"))
     return "gpu_check: " + " | ".join(parts)

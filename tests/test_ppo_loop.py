@@ -201,3 +201,25 @@ def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alon
     assert abs(expected) > 1.0  # two different models: the check has something to see
     assert got == pytest.approx(expected, abs=1e-4)
     assert itself == pytest.approx(0.0, abs=1e-6)
+
+
+def test_old_logprobs_come_from_the_scoring_module_and_the_update_through_it_sees_ratio_one():
+    """train_ppo.py samples with the plain policy but, under --compile, updates through a compiled wrapper that
+    rounds differently; make_rollout's score_policy computes the old log-probs with the update's module. A copy
+    with other weights stands in for that wrapper here: the ratio is 1 through it, not through the sampler."""
+    policy, ref, value = models()
+    scorer = GPT(GPTConfig(**policy.config.__dict__)).eval()
+    scorer.load_state_dict({k: v + 0.01 * torch.randn_like(v) for k, v in policy.state_dict().items()})
+    cfg = config()
+    banned = banned_token_ids(V, V, PAD)
+    r = make_rollout(policy, ref, CountX(), value, PROMPTS, Tok, cfg.max_new_tokens, cfg.temperature,
+                     cfg.no_eos_penalty, banned, cfg.minibatch_size, torch.Generator().manual_seed(0),
+                     score_policy=scorer)
+    assert torch.equal(r.tokens, rollout(policy, ref, value, cfg).tokens)  # sampled by the policy all the same
+    r = compute_advantages(r, 0.01, 1.0, 0.95)
+    mb = r.index(torch.arange(cfg.minibatch_size))
+    rt = compute_init("cpu", "float32")
+    _, through_scorer = train_ppo.minibatch_loss(scorer, value, mb, cfg, banned, rt, ptx_coef=0.0)
+    _, through_policy = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=0.0)
+    assert through_scorer["ratio_mean"] == 1.0 and through_scorer["approx_kl"] == 0.0
+    assert through_policy["approx_kl"] > 0.0
