@@ -446,9 +446,11 @@ def main(config: Config) -> dict:
                 rm, round_stats = rounds.step(rm, policy, it, rng)
                 log.log(iteration=it, **round_stats)
             batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
-            r = make_rollout(policy, ref, rm, value_model, [b["ids"] for b in batch], tok, config.max_new_tokens,
+            # sampled by the plain policy; old log-probs and values from the modules the update runs through,
+            # so that with --compile the ratio's two sides come from the same kernels (tests/test_cuda.py)
+            r = make_rollout(policy, ref, rm, train_value, [b["ids"] for b in batch], tok, config.max_new_tokens,
                              config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen,
-                             rt.autocast)
+                             rt.autocast, score_policy=train_policy)
             t_rollout = time.time() - t_it
             r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam)
             stats = ppo_update(train_policy, train_value, optimizer, scaler, r, config, banned, corpus, rng, rt,

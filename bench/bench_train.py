@@ -13,6 +13,7 @@ AdamW step to both. Before timing, the script checks that both give the same los
     python bench/bench_train.py --hf_fused_gelu                  # + HF with torch's fused GELU (same kernels)
     python bench/bench_train.py --stages                         # our SFT and RM steps, eager vs compiled
     python bench/bench_train.py --stages --preset=gpu --device=cuda   # GPT-2-small shape on a GPU, with MFU
+    python bench/bench_train.py --stages --preset=gpu --device=cuda --only=sft_grouped,pretrain --batch=64
 
 Timing: warm-up steps, then --repeats rounds; in each round each model does --steps training steps (so
 slow drift of a shared machine affects both alike). Reported: the median over rounds of the time per step.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import tempfile
@@ -38,7 +40,7 @@ from bench_generate import PRESETS, ForeignLoad, build_models  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="laptop")
+    p.add_argument("--preset", choices=sorted(set(PRESETS) | set(STAGE_PRESETS)), default="laptop")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--optimizer", action="store_true", help="include an AdamW step (for both models)")
@@ -56,15 +58,29 @@ def parse_args(argv=None):
                    help="time our real SFT and RM training steps (eager vs torch.compile) instead of the HF race")
     p.add_argument("--device", default="cpu", help="--stages only: cpu | cuda")
     p.add_argument("--no_compile", action="store_true", help="--stages only: eager only")
+    p.add_argument("--only", default="sft,sft_grouped,rm",
+                   help=f"--stages only: comma-separated stages to time, from {', '.join(STAGES)}")
+    p.add_argument("--pretrain_batch", type=int, default=16,
+                   help="--stages only: corpus windows of block_size tokens per pretraining step")
+    p.add_argument("--json", default="", help="--stages only: also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.stages and args.preset not in STAGE_PRESETS:
         p.error(f"--stages takes --preset in {sorted(STAGE_PRESETS)}")
+    if not args.stages and args.preset not in PRESETS:
+        p.error(f"the race with transformers takes --preset in {sorted(PRESETS)}")
+    unknown = set(args.only.split(",")) - set(STAGES)
+    if unknown:
+        p.error(f"--only: unknown stage(s) {sorted(unknown)}; choose from {', '.join(STAGES)}")
     return args
 
 
 # --stages: the model shapes of train_sft.py's presets
 STAGE_PRESETS = {"laptop": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
-                 "gpu": dict(n_layer=12, n_head=12, n_embd=768, block_size=256)}
+                 "gpu": dict(n_layer=12, n_head=12, n_embd=768, block_size=256),
+                 "tiny": dict(n_layer=1, n_head=2, n_embd=32, block_size=128)}
+# sft: train_sft.py's SFT step on shuffled demonstrations; sft_grouped: on batches grouped by length (its
+# default); rm: train_rm.py's step; pretrain: train_sft.py's pretraining step (corpus windows of block_size tokens)
+STAGES = ("sft", "sft_grouped", "rm", "pretrain")
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak, per GPU
 
 
@@ -76,14 +92,15 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> f
 
 
 def bench_stages(args):
-    """Tokens/s of the real SFT step (train_sft.sft_step_loss + clip + AdamW) and RM step (train_rm.rm_step_loss
-    + clip + AdamW) on the real data, eager and compiled; MFU on CUDA."""
+    """Tokens/s of the real pretraining step (lm_loss on corpus windows), SFT step (train_sft.sft_step_loss) and
+    RM step (train_rm.rm_step_loss), each + clip + AdamW, on the real data, eager and compiled; MFU on CUDA."""
     import numpy as np
 
     import train_rm
     import train_sft
     from minigpt_rlhf.common import compute_init
-    from minigpt_rlhf.data import SFTData, length_grouped_order, read_sft
+    from minigpt_rlhf.data import SFTData, TokenStream, length_grouped_order, read_sft
+    from minigpt_rlhf.losses import lm_loss
     from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
     from minigpt_rlhf.reward import encode_responses
     from minigpt_rlhf.tokenizer import get_tokenizer
@@ -94,6 +111,7 @@ def bench_stages(args):
     shape = STAGE_PRESETS[args.preset]
     cfg = GPTConfig(vocab_size=((tok.n_vocab + 63) // 64) * 64, dropout=0.0, **shape)
     demos = read_sft(root / "data" / "sft_train.jsonl")
+    corpus = TokenStream(tok, root / "data" / "corpus_train.txt")
     sft_data = SFTData(tok, demos, cfg.block_size)
     rng = np.random.default_rng(args.seed)
     # train_sft.py's --group_by_length: consecutive slices of this order are batches of similar length
@@ -105,12 +123,17 @@ def bench_stages(args):
     gpu = torch.cuda.get_device_name() if rt.device.type == "cuda" else ""
     peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
     print(f"torch {torch.__version__}, device {rt.device} {gpu}, dtype {rt.dtype}, threads {torch.get_num_threads()}")
-    print(f"preset {args.preset}: {shape}; SFT batch {args.batch} demonstrations, RM batch 4 prompts x 6 responses")
+    print(f"preset {args.preset}: {shape}; pretraining batch {args.pretrain_batch} x {cfg.block_size} tokens, "
+          f"SFT batch {args.batch} demonstrations, RM batch 4 prompts x 6 responses")
+    print(f"MFU = tokens/s x (6N + 12 L T d) / peak, peak = {f'{peak / 1e12:.0f} TFLOP/s dense bf16' if peak else '-'}")
     print("\n| stage | mode | median ms/step | tokens/s | MFU | first step (compile) s | foreign load (cores) |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    results = {}
-    for stage in ("sft", "sft_grouped", "rm"):
-        for mode in ("eager",) if args.no_compile or stage == "sft_grouped" else ("eager", "compiled"):
+    results, rows = {}, []
+    stages = [s for s in STAGES if s in args.only.split(",")]
+    for stage in stages:
+        # with sft also timed, sft_grouped is there for the grouping comparison: eager suffices
+        grouping_only = stage == "sft_grouped" and "sft" in stages
+        for mode in ("eager",) if args.no_compile or grouping_only else ("eager", "compiled"):
             torch.manual_seed(args.seed)
             model = GPT(cfg).to(rt.device)
             if stage == "rm":
@@ -120,7 +143,12 @@ def bench_stages(args):
             n_params = sum(p.numel() for n, p in model.named_parameters() if "wpe" not in n)
 
             def step(i, stage=stage, train_model=train_model, model=model, optimizer=optimizer):
-                if stage.startswith("sft"):
+                if stage == "pretrain":
+                    x, y = (t.to(rt.device) for t in corpus.batch(args.pretrain_batch, cfg.block_size, rng))
+                    with rt.autocast():
+                        loss = lm_loss(train_model(x).float(), y)
+                    loss.backward()
+                elif stage.startswith("sft"):
                     if stage == "sft":  # shuffled batches (--group_by_length=False)
                         rows = list(rng.choice(len(sft_data), args.batch, replace=False))
                     else:
@@ -163,15 +191,26 @@ def bench_stages(args):
             mfu = tps * flops_per_token(n_params, cfg.n_layer, cfg.n_embd, mean_t) / peak if peak else None
             results[(stage, mode)] = tps
             results[(stage, mode, "ms")] = med
+            rows.append(dict(stage=stage, mode=mode, ms_per_step=1000 * med, tokens_per_s=tps, mfu=mfu,
+                             first_step_s=first, mean_seq_len=mean_t, n_params=n_params,
+                             flops_per_token=flops_per_token(n_params, cfg.n_layer, cfg.n_embd, mean_t)))
             print(f"| {stage} | {mode} | {1000 * med:.1f} | {tps:.0f} | {f'{mfu:.1%}' if mfu else '-'} | {first:.1f} | "
                   f"{max(foreign):.2f} |", flush=True)
-    if not args.no_compile:
-        for stage in ("sft", "rm"):
-            print(f"{stage}: compiled vs eager {results[(stage, 'compiled')] / results[(stage, 'eager')]:.2f}x")
-    print(f"sft: batches grouped by length vs shuffled, time per step of {args.batch} demonstrations: "
-          f"{results[('sft', 'eager', 'ms')] / results[('sft_grouped', 'eager', 'ms')]:.2f}x faster")
+    speedups = {}
+    for stage in stages:
+        if (stage, "compiled") in results:
+            speedups[stage] = results[(stage, "compiled")] / results[(stage, "eager")]
+            print(f"{stage}: compiled vs eager {speedups[stage]:.2f}x")
+    if "sft" in stages and "sft_grouped" in stages:
+        print(f"sft: batches grouped by length vs shuffled, time per step of {args.batch} demonstrations: "
+              f"{results[('sft', 'eager', 'ms')] / results[('sft_grouped', 'eager', 'ms')]:.2f}x faster")
     print("tokens = input positions of the padded batches (padding included); MFU = tokens/s x "
           "(6N + 12 L T d) / peak bf16 FLOP/s")
+    if args.json:
+        meta = dict(torch=torch.__version__, device=str(rt.device), gpu=gpu, dtype=str(rt.dtype), preset=args.preset,
+                    shape=shape, peak_flops=peak, flops_formula="6N + 12 L T d per token (PaLM, appendix B)")
+        with open(args.json, "w") as f:
+            json.dump(dict(meta, rows=rows, compiled_vs_eager=speedups), f, indent=2)
     return results
 
 

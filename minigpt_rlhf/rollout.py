@@ -93,12 +93,17 @@ def entropy(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, max_new_tokens: int,
                  temperature: float, no_eos_penalty: float, banned_ids, minibatch_size: int,
-                 generator=None, autocast=None) -> Rollout:
+                 generator=None, autocast=None, score_policy=None) -> Rollout:
     """Sample responses from the policy and score them with the reference, reward and value models.
 
     The old log-probs are recomputed with a full forward pass over the same contiguous minibatches the
-    first PPO epoch uses, so the probability ratio is exactly 1 on the first minibatch (RLHF_NOTES)."""
+    first PPO epoch uses, so the probability ratio is exactly 1 on the first minibatch (RLHF_NOTES).
+    score_policy: the module that recomputes them (default: policy). Pass the one the update runs through
+    (e.g. its torch.compile'd wrapper, which shares policy's weights): compiled kernels round differently
+    from eager ones (bf16 most of all), so both sides of the ratio must come from the same module;
+    sampling itself always uses policy's KV-cache path. Pass the value model the update uses likewise."""
     autocast = autocast or (lambda: torch.autocast("cpu", enabled=False))
+    score_policy = score_policy if score_policy is not None else policy
     with autocast():
         s: Samples = generate(policy, prompts, max_new_tokens, tok.eos_id, tok.pad_id, temperature=temperature,
                               n_vocab=tok.n_vocab, generator=generator)
@@ -111,7 +116,7 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
         t, m, p = tokens[i: i + minibatch_size, start: P + n], mask[i: i + minibatch_size, start: P + n], P - start
         back = (0, N - n)  # pad the (b, n) results back to the batch's N response columns, with zeros
         with autocast():
-            logprobs.append(F.pad(policy_logprobs(policy, t, m, p, temperature, banned_ids).float(), back))
+            logprobs.append(F.pad(policy_logprobs(score_policy, t, m, p, temperature, banned_ids).float(), back))
             ref_logprobs.append(F.pad(policy_logprobs(ref, t, m, p, temperature, banned_ids).float(), back))
             values.append(F.pad(value_estimates(value_model, t, m, p), back))
             all_scores = rm(t, attention_mask=m).float()  # (b, p + n)

@@ -253,3 +253,25 @@ def test_separate_clipping_leaves_the_small_gradient_of_one_network_as_it_is(sep
     scale_b = 1.0 / 50.0 if separate else 1.0 / joint
     assert torch.allclose(a.detach(), -torch.tensor(ga) * scale_a, atol=1e-6)
     assert torch.allclose(b.detach(), -torch.tensor(gb) * scale_b, atol=1e-6)
+
+
+def test_old_logprobs_come_from_the_scoring_module_and_the_update_through_it_sees_ratio_one():
+    """train_ppo.py samples with the plain policy but, under --compile, updates through a compiled wrapper that
+    rounds differently; make_rollout's score_policy computes the old log-probs with the update's module. A copy
+    with other weights stands in for that wrapper here: the ratio is 1 through it, not through the sampler."""
+    policy, ref, value = models()
+    scorer = GPT(GPTConfig(**policy.config.__dict__)).eval()
+    scorer.load_state_dict({k: v + 0.01 * torch.randn_like(v) for k, v in policy.state_dict().items()})
+    cfg = config()
+    banned = banned_token_ids(V, V, PAD)
+    r = make_rollout(policy, ref, CountX(), value, PROMPTS, Tok, cfg.max_new_tokens, cfg.temperature,
+                     cfg.no_eos_penalty, banned, cfg.minibatch_size, torch.Generator().manual_seed(0),
+                     score_policy=scorer)
+    assert torch.equal(r.tokens, rollout(policy, ref, value, cfg).tokens)  # sampled by the policy all the same
+    r = compute_advantages(r, 0.01, 1.0, 0.95)
+    mb = r.index(torch.arange(cfg.minibatch_size))
+    rt = compute_init("cpu", "float32")
+    _, through_scorer = train_ppo.minibatch_loss(scorer, value, mb, cfg, banned, rt, ptx_coef=0.0)
+    _, through_policy = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=0.0)
+    assert through_scorer["ratio_mean"] == 1.0 and through_scorer["approx_kl"] == 0.0
+    assert through_policy["approx_kl"] > 0.0
