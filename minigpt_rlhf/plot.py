@@ -68,6 +68,9 @@ def plot_run(config: Config) -> str:
         raise SystemExit(f"{config.out_dir}: no base/, sft/, rm/ or ppo/ log.jsonl here; run a train_*.py first "
                          "or pass --out_dir")
     k = config.smooth
+    if "ppo" in logs and "kl" in logs["ppo"]:  # the iterations' lines (a later RLHF round's line has no kl)
+        ppo_rows = ~np.isnan(logs["ppo"]["kl"])
+        logs["ppo"] = {key: v[ppo_rows] for key, v in logs["ppo"].items()}
     panels = []
     if "base" in logs or "sft" in logs:
         panels.append("lm")
@@ -91,8 +94,12 @@ def plot_run(config: Config) -> str:
             ax.set(xlabel="optimizer step", ylabel="next-token loss (nats)", title="base LM, then SFT")
         elif panel == "rm":
             log = logs["rm"]
-            ax.plot(moving_average(log["loss"], k), label="K-wise ranking loss")
-            ax.plot(moving_average(log["accuracy"], k), label="training pair accuracy")
+            steps = ~np.isnan(log["loss"])  # the training steps' lines (an epoch's held-out line has none)
+            ax.plot(log["step"][steps], moving_average(log["loss"][steps], k), label="K-wise ranking loss")
+            ax.plot(log["step"][steps], moving_average(log["accuracy"][steps], k), label="training pair accuracy")
+            if "val_loss" in log:
+                epochs = ~np.isnan(log["val_loss"])
+                ax.plot(log["step"][epochs], log["val_loss"][epochs], "o-", ms=3, label="held-out loss (per epoch)")
             ax.set(xlabel="optimizer step", title="reward model")
         elif panel == "reward":
             log = logs["ppo"]
