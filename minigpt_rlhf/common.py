@@ -86,16 +86,23 @@ def compute_cleanup():
 
 
 def run_script(main, config):
-    """A script's entry point: run main(config); a bad or missing data file stops it with the message that
-    names the file and line (relative paths are resolved from the current directory), not a traceback.
-    Under torchrun the process group is destroyed after a normal finish only: after an error the other
-    ranks may be blocked in a collective, and a barrier would hang (torchrun stops them instead)."""
+    """A script's entry point: run main(config). A problem with an input the user gave (data.DataError: a
+    data file, tokenizer, checkpoint or option) or with the file system (OSError: a missing file, no
+    permission, a full disk) stops it with one line, `error: <file>:<line or key>: <what>. <fix>`, and exit
+    status 1, not a traceback; a bug in the project itself still shows its traceback. Under torchrun the
+    process group is destroyed after a normal finish only: after an error the other ranks may be blocked in
+    a collective, and a barrier would hang (torchrun stops them instead)."""
     from .data import DataError
 
     try:
         main(config)
-    except (DataError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e} (working directory: {os.getcwd()})") from None
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    except OSError as e:
+        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        if isinstance(e, FileNotFoundError):  # relative paths are resolved from here
+            message += f" (working directory: {os.getcwd()})"
+        raise SystemExit(f"error: {message}") from None
     compute_cleanup()
 
 

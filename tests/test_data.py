@@ -149,7 +149,7 @@ def test_scripts_stop_on_bad_data_with_the_file_and_line_not_a_traceback(tmp_pat
     write(tmp_path / "eval_prompts.jsonl", ['{"prompt": "Name a fruit."}'])
     missing = tmp_path / "missing"
     for data_dir, expected in ((tmp_path, f"{tmp_path / 'sft_train.jsonl'}:2: not valid JSON"),
-                               (missing, f"corpus file {missing / 'corpus_train.txt'} not found")):
+                               (missing, f"{missing / 'corpus_train.txt'}: corpus file not found")):
         p = subprocess.run([sys.executable, "train_sft.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}"],
                            cwd=root, capture_output=True, text=True, timeout=120)
         assert p.returncode == 1
