@@ -51,6 +51,7 @@ from minigpt_rlhf.common import (
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, gold_scores, sample_responses, win_rate
+from minigpt_rlhf.inputs import check_ppo_inputs
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.resume import (
     Stopper,
@@ -273,6 +274,7 @@ def kl_to_reference(policy, ref, tok, samples, config, banned, rt):
 
 def main(config: Config) -> dict:
     t0 = time.time()
+    check_ppo_inputs(config)  # every file this run reads (eval_prompts.jsonl only at the end), before any work
     upstream = ensure_upstream(config)
     if upstream is None:
         print0("stopped before PPO: `python train_ppo.py --resume=True` continues from there")

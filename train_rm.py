@@ -50,6 +50,7 @@ from minigpt_rlhf.common import (
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import read_prompts, read_sft
 from minigpt_rlhf.evaluate import format_table, sample_responses, spearman
+from minigpt_rlhf.inputs import check_rm_inputs
 from minigpt_rlhf.labeler import (
     calibrate_temperature,
     expected_agreement,
@@ -69,6 +70,7 @@ from minigpt_rlhf.resume import (
     warn_config_changes,
 )
 from minigpt_rlhf.reward import (
+    check_comparisons_fit,
     encode_responses,
     normalize_head,
     prompt_batches,
@@ -263,6 +265,7 @@ def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) ->
 
 def main(config: Config) -> dict:
     t0 = time.time()
+    check_rm_inputs(config)  # every file this run reads (sft_train.jsonl only at the end), before any work
     rt = compute_init(config.device, config.dtype, config.seed)
     tok = get_tokenizer(config.tokenizer)
     sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
@@ -329,10 +332,7 @@ def main(config: Config) -> dict:
     if rt.ddp:
         train_rm = torch.nn.parallel.DistributedDataParallel(train_rm)
     encoded = [encode_responses(tok, c["prompt"], c["responses"]) for c in train]
-    too_long = sum(len(s) > rm.config.block_size for e in encoded for s in e)
-    if too_long:
-        raise SystemExit(f"{too_long} comparison responses are longer than the context "
-                         f"({rm.config.block_size} tokens); shorten them or raise block_size")
+    check_comparisons_fit(tok, train, rm.config.block_size)
     batches = []
     for _ in range(config.epochs):
         batches += prompt_batches(len(train), config.prompts_per_batch, split_rng)

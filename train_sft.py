@@ -43,6 +43,7 @@ from minigpt_rlhf.common import (
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import SFTData, TokenStream, length_grouped_order, read_prompts, read_sft
 from minigpt_rlhf.evaluate import corpus_loss, format_table, gold_report, sample_responses
+from minigpt_rlhf.inputs import check_sft_inputs
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
 from minigpt_rlhf.resume import (
@@ -300,6 +301,7 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
 
 def main(config: Config) -> dict:
     t0 = time.time()
+    check_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
     rt = compute_init(config.device, config.dtype, config.seed)
     tok = get_tokenizer(config.tokenizer)
     d = config.data_dir

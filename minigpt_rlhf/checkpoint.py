@@ -153,8 +153,11 @@ def checkpoint_config(ckpt: dict, where: str = "checkpoint", **config_overrides)
     return config
 
 
-def model_from_checkpoint(ckpt: dict, tokenizer=None, where: str = "checkpoint", **config_overrides) -> GPT:
-    """Rebuild the model a checkpoint was saved from; check it was made with `tokenizer`."""
+def check_checkpoint(ckpt: dict, tokenizer=None, where: str = "checkpoint", head: str | None = None,
+                     **config_overrides) -> GPTConfig:
+    """Everything model_from_checkpoint needs, checked without building the model: the tokenizer it was made
+    with is `tokenizer`, its weights fit its model_config, and its head is `head` ("lm" for a language model,
+    "scalar" for a reward or value model) when given. Returns its GPTConfig."""
     if tokenizer is not None:
         from .tokenizer import check_tokenizer_matches
 
@@ -163,6 +166,15 @@ def model_from_checkpoint(ckpt: dict, tokenizer=None, where: str = "checkpoint",
                             "Use a checkpoint that minigpt_rlhf wrote")
         check_tokenizer_matches(ckpt["tokenizer"], tokenizer, where)
     config = checkpoint_config(ckpt, where, **config_overrides)
-    model = GPT(config)
+    if head is not None and config.head != head:
+        kinds = {"lm": "a language model (SFT, base or PPO policy)", "scalar": "a reward or value model"}
+        raise DataError(f"{where}: is {kinds[config.head]} checkpoint, but {kinds[head]} is needed here. "
+                        "Pass the checkpoint of the right stage")
+    return config
+
+
+def model_from_checkpoint(ckpt: dict, tokenizer=None, where: str = "checkpoint", **config_overrides) -> GPT:
+    """Rebuild the model a checkpoint was saved from; check it was made with `tokenizer`."""
+    model = GPT(check_checkpoint(ckpt, tokenizer, where, **config_overrides))
     model.load_state_dict(ckpt["model"])
     return model
