@@ -77,6 +77,13 @@ def load_checkpoint(path, what: str = "checkpoint", hint: str = "", map_location
     if not path.is_file():
         raise DataError(f"{path}: is {'a directory' if path.is_dir() else 'not a regular file'}, not a {what}. "
                         f"Pass the path of the .pt file.{hint}")
+    try:  # torch does not check the zip's CRC-32s: a flipped bit in a weight would load silently
+        damaged = zipfile.ZipFile(path).testzip() if zipfile.is_zipfile(path) else None
+    except Exception as e:  # zipfile.BadZipFile, zlib.error, EOFError, ...
+        damaged = f"{type(e).__name__}: {str(e)[:80]}"
+    if damaged:
+        raise DataError(f"{path}: the {what} is damaged ({damaged} fails its checksum); it was truncated or changed "
+                        f"after it was written.{hint}")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
             warnings.simplefilter("ignore")

@@ -62,6 +62,10 @@ def decode_text(data: bytes, path: str | Path, encoding: str = "utf-8", fix: str
         raise DataError(f"{path}: is UTF-16 (or UTF-32) text. {fix}")
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
+    if b"\x00" in data:  # valid UTF-8, but no text file holds it: UTF-16 without a byte-order mark, or binary
+        start = data.index(b"\x00")
+        line = data.count(b"\n", 0, start) + 1
+        raise DataError(f"{path}:{line}: holds a NUL byte (0x00), so it is UTF-16/UTF-32 or binary, not text. {fix}")
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as e:

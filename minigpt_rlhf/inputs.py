@@ -149,7 +149,7 @@ def check_rm_inputs(config):
             raise DataError(f"{demo['_where']}: this demonstration has {n} tokens with its prompt and EOS, more than "
                             f"the context (block_size={block_size}); the reward model's normalisation scores the "
                             f"first --n_norm_demos={config.n_norm_demos}. Shorten it or lower --n_norm_demos")
-    if config.resume:
+    if config.resume and not config.relabel:  # both at once: train_rm.py says they exclude each other
         path = resume_path(config.out_dir, "rm")
         hint = f"There is nothing to resume: the RM either finished or never saved a resume state. {RESUME_HINT}"
         state = read_resume_state(path, "rm", world_size(), hint)

@@ -98,7 +98,8 @@ def read_resume_state(path, stage: str, world_size: int, hint: str = "") -> dict
     need("config", lambda v: isinstance(v, dict), "a dict of settings")
     need("step", lambda v: type(v) is int and v >= 0, "a step number")
     need("optimizer", lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v), "an optimizer state")
-    need("scaler", lambda v: isinstance(v, dict), "a loss scaler state")
+    need("scaler", lambda v: isinstance(v, dict) and all(type(x) in (int, float) for x in v.values()),
+         "a loss scaler state (numbers)")
     need("rng", lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(r, dict) for r in v),
          "one random state per process")
     for key in STAGE_KEYS[stage]:
