@@ -165,10 +165,10 @@ class JSONLLogger:
         if enabled:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             keep = []
-            if resume_step is not None and os.path.exists(path):
-                with open(path) as f:
-                    rows = [json.loads(line) for line in f if line.strip()]
-                keep = [r for r in rows if r.get("step", r.get("iteration", 0)) < resume_step]
+            if resume_step is not None and os.path.isfile(path):
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    rows = [_log_row(line) for line in f]
+                keep = [r for r in rows if r is not None and r.get("step", r.get("iteration", 0)) < resume_step]
             with open(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in keep)
 
@@ -176,6 +176,17 @@ class JSONLLogger:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
+
+
+def _log_row(line: str) -> dict | None:
+    """A line of a log as a dict, or None for one that is not a JSON object with a numeric step: the last line of
+    a run that was killed while writing it, or a damaged one (the resumed run logs those steps again)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    ok = isinstance(row, dict) and type(row.get("step", row.get("iteration", 0))) in (int, float)
+    return row if ok else None
 
 
 def write_json(path, obj):

@@ -52,6 +52,14 @@ def check_output_dir(out_dir: str, stages: list[str]):
         raise DataError(f"--out_dir={out_dir}: {existing} is not a folder this user can write. Pass another --out_dir")
 
 
+def check_positive(config, names: tuple[str, ...]):
+    """Sizes and counts that must be at least 1 (0 or less would fail deep inside torch, or loop on nothing)."""
+    for name in names:
+        value = getattr(config, name)
+        if type(value) is not int or value < 1:
+            raise DataError(f"--{name}={value!r}: must be a positive integer")
+
+
 def same_shape(a, b) -> bool:
     """Two GPTConfigs describe the same trunk (the head and the dropout rate aside)."""
     return dataclasses.replace(a, head="lm", dropout=0.0) == dataclasses.replace(b, head="lm", dropout=0.0)
@@ -89,6 +97,8 @@ def gpt2_block_size(folder: str) -> int:
 
 def check_sft_inputs(config):
     """train_sft.py: tokenizer, both corpora, sft_train/sft_val/eval_prompts, --init_from or the resume state."""
+    check_positive(config, ("n_layer", "n_head", "n_embd", "block_size", "pretrain_batch_size", "batch_size",
+                            "grad_accum", "eval_interval", "max_new_tokens", "corpus_mix_batch"))
     tok = get_tokenizer(config.tokenizer)
     d = config.data_dir
     corpus = TokenStream(tok, os.path.join(d, "corpus_train.txt"))
@@ -126,6 +136,10 @@ def check_sft_inputs(config):
 def check_rm_inputs(config):
     """train_rm.py: tokenizer, SFT checkpoint, comparisons (or the prompts to collect them for), held-out
     comparisons, the labeler file, sft_train.jsonl (read at the end to normalise) and the resume state."""
+    check_positive(config, ("k_min", "k_max", "max_new_tokens", "epochs", "prompts_per_batch", "n_norm_demos"))
+    if config.k_min < 2 or config.k_max < config.k_min:
+        raise DataError(f"--k_min={config.k_min} --k_max={config.k_max}: a comparison ranks at least 2 responses, "
+                        "so 2 <= k_min <= k_max")
     tok = get_tokenizer(config.tokenizer)
     sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
     sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.", mmap=True)
@@ -162,6 +176,8 @@ def check_rm_inputs(config):
 def check_ppo_inputs(config):
     """train_ppo.py: tokenizer, PPO and evaluation prompts, both corpora, the SFT and RM checkpoints that
     exist (a missing one is made by its own script, which checks its inputs), and the resume state."""
+    check_positive(config, ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "max_prompt_len",
+                            "ptx_batch_size"))
     tok = get_tokenizer(config.tokenizer)
     d = config.data_dir
     prompts, _ = encode_prompts(tok, read_prompts(os.path.join(d, "ppo_prompts.jsonl")), config.max_prompt_len)

@@ -298,6 +298,16 @@ def test_run_script_turns_user_errors_into_one_line(error, expected):
     assert str(info.value.code).startswith(expected)
 
 
+def test_a_resumed_log_drops_a_line_cut_short_when_the_run_was_killed(tmp_path):
+    from minigpt_rlhf.common import JSONLLogger
+
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 0, "loss": 2.0}\n[1]\n{"step": 1, "loss": 1.5}\n{"step": 2, "lo')
+    JSONLLogger(str(path), resume_step=2)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": 0, "loss": 2.0},
+                                                                             {"step": 1, "loss": 1.5}]
+
+
 def test_run_script_lets_a_bug_show_its_traceback():
     with pytest.raises(ZeroDivisionError):
         run_script(lambda config: 1 / 0, None)
@@ -341,6 +351,15 @@ def test_sft_inputs_are_all_checked_before_pretraining(tmp_path, files, fragment
     d = data_dir(tmp_path, **files)
     with pytest.raises(DataError, match=_re(fragment)):
         check_sft_inputs(sft_config(tmp_path, data_dir=str(d)))
+
+
+@pytest.mark.parametrize("option, fragment", [
+    ({"batch_size": 0}, "--batch_size=0: must be a positive integer"),
+    ({"n_embd": 30, "n_head": 4}, "--n_embd=30 must be a multiple of --n_head=4"),
+])
+def test_sft_options_that_cannot_work_are_refused(tmp_path, option, fragment):
+    with pytest.raises(DataError, match=_re(fragment)):
+        check_sft_inputs(sft_config(tmp_path, data_dir=str(data_dir(tmp_path)), **option))
 
 
 def test_good_sft_inputs_pass_the_check(tmp_path):
