@@ -450,7 +450,8 @@ def script_runs(tok, rejected: list, work: Path, n: int, rng: random.Random, tim
     chosen = list(by_kind.values()) + [p for p in plans if p not in by_kind.values()]
     results = Counter()
     failures = []
-    for script, name, (where, rel, data), args in chosen[:n]:
+    for i, (script, name, (where, rel, data), args) in enumerate(chosen[:n]):
+        print(f"  script run {i + 1}/{min(n, len(chosen))}: {script} {name[:60]}", flush=True)
         run = work / "run"
         if run.exists():
             shutil.rmtree(run)

@@ -308,6 +308,21 @@ def test_a_resumed_log_drops_a_line_cut_short_when_the_run_was_killed(tmp_path):
                                                                              {"step": 1, "loss": 1.5}]
 
 
+@pytest.mark.parametrize("text, fragment", [
+    ("{", "not valid JSON"), ('{"temp": 1}', "'temperature' should be a number"),
+    ('{"temperature": "0.3"}', "'temperature' should be a number"), ('{"temperature": -1}', ">= 0"),
+])
+def test_a_bad_labeler_file_is_a_clear_error(tmp_path, text, fragment):
+    from minigpt_rlhf.inputs import check_labeler_file
+
+    path = tmp_path / "labeler.json"
+    path.write_text(text)
+    with raises_naming(path, fragment):
+        check_labeler_file(str(path))
+    path.write_text('{"temperature": 0.3, "target_agreement": 0.726}')
+    check_labeler_file(str(path))
+
+
 def test_run_script_lets_a_bug_show_its_traceback():
     with pytest.raises(ZeroDivisionError):
         run_script(lambda config: 1 / 0, None)
@@ -477,26 +492,11 @@ def test_script_checkpoint_that_would_run_code(project, tmp_path):
     assert f"{tmp_path / 'out' / 'rm' / 'model.pt'}: refused" in err and "weights_only" not in err
 
 
-def test_script_malformed_resume_state(project, tmp_path, tok):
-    pair = jsonl({"prompt": "p", "chosen": "A.", "rejected": "B."})
-    err = run_bad("train_rm.py", project, tmp_path, ["--resume=True", f"--comparisons={tmp_path / 'c.jsonl'}"],
-                  out_files={"rm/resume.pt": lambda p: torch.save(edited(resume_state(tok), lambda s: s.pop("rng")), p),
-                             "../c.jsonl": lambda p: p.write_bytes(pair)})
-    assert f"{tmp_path / 'out' / 'rm' / 'resume.pt'}: key 'rng' missing" in err
-
-
 def test_script_truncated_init_from(project, tmp_path):
     data = (project.out / "base" / "model.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     err = run_bad("train_sft.py", project, tmp_path, [f"--init_from={tmp_path / 'cut.pt'}"])
     assert f"{tmp_path / 'cut.pt'}: the base checkpoint could not be read" in err
-
-
-def test_script_bad_labeler_file(project, tmp_path):
-    err = run_bad("train_rm.py", project, tmp_path, out_files={
-        "rm/comparisons.jsonl": lambda p: p.write_bytes(jsonl({"prompt": "p", "chosen": "A.", "rejected": "B."})),
-        "rm/labeler.json": lambda p: p.write_text('{"temp": 1}')})
-    assert f"{tmp_path / 'out' / 'rm' / 'labeler.json'}: 'temperature' should be a number" in err
 
 
 def test_script_sft_val_found_before_pretraining_replaces_the_base_model(project, tmp_path):
@@ -507,12 +507,6 @@ def test_script_sft_val_found_before_pretraining_replaces_the_base_model(project
 def test_script_eval_prompts_found_before_ppo_replaces_its_model(project, tmp_path):
     err = run_bad("train_ppo.py", project, tmp_path, files={"eval_prompts.jsonl": b'{"prompt": ""}\n'})
     assert f"{tmp_path / 'data' / 'eval_prompts.jsonl'}:1: 'prompt' is empty" in err
-
-
-def test_script_identical_chosen_and_rejected(project, tmp_path):
-    err = run_bad("train_rm.py", project, tmp_path, [f"--comparisons={tmp_path / 'c.jsonl'}"], out_files={
-        "../c.jsonl": lambda p: p.write_bytes(jsonl({"prompt": "p", "chosen": "A.", "rejected": "A."}))})
-    assert f"{tmp_path / 'c.jsonl'}:1: 'chosen' and 'rejected' are the same text" in err
 
 
 def test_script_empty_corpus_val(project, tmp_path):
