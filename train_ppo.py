@@ -63,6 +63,7 @@ from minigpt_rlhf.data import (
     read_sft,
 )
 from minigpt_rlhf.evaluate import compare_models, format_comparison, rm_report
+from minigpt_rlhf.inputs import check_ppo_inputs
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
@@ -377,6 +378,7 @@ def decode_responses(r, tok):
 
 def main(config: Config) -> dict:
     t0 = time.time()
+    check_ppo_inputs(config)  # every file this run reads (eval_prompts.jsonl only at the end), before any work
     upstream = ensure_upstream(config)
     if upstream is None:
         print0("stopped before PPO: `python train_ppo.py --resume=True` continues from there")

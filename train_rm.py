@@ -56,6 +56,7 @@ from minigpt_rlhf.common import (
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import data_file, read_prompts, read_sft
 from minigpt_rlhf.evaluate import format_rm_report, rm_report, sample_responses
+from minigpt_rlhf.inputs import check_rm_inputs
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.labeler import calibrate_temperature, rank_responses
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
@@ -70,6 +71,7 @@ from minigpt_rlhf.resume import (
     warn_config_changes,
 )
 from minigpt_rlhf.reward import (
+    check_comparisons_fit,
     encode_responses,
     normalization_demos,
     normalize_head,
@@ -274,6 +276,7 @@ def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) ->
 
 def main(config: Config) -> dict:
     t0 = time.time()
+    check_rm_inputs(config)  # every file this run reads (sft_train.jsonl only at the end), before any work
     rt = compute_init(config.device, config.dtype, config.seed)
     tok = get_tokenizer(config.tokenizer)
     sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
@@ -340,10 +343,7 @@ def main(config: Config) -> dict:
     if rt.ddp:
         train_rm = torch.nn.parallel.DistributedDataParallel(train_rm)
     encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in train]
-    too_long = sum(len(s) > rm.config.block_size for e in encoded for s in e)
-    if too_long:
-        raise SystemExit(f"{too_long} comparison responses are longer than the context "
-                         f"({rm.config.block_size} tokens); shorten them or raise block_size")
+    check_comparisons_fit(tok, train, rm.config.block_size)
     batches, epoch_ends = [], []
     for _ in range(config.epochs):
         # under DDP every rank needs at least one whole prompt per step: drop a too-small last batch

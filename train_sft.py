@@ -47,6 +47,7 @@ from minigpt_rlhf.common import (
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import SFTData, TokenStream, data_file, length_grouped_order, read_prompts, read_sft
 from minigpt_rlhf.evaluate import corpus_loss, format_sft_report, sample_responses, sft_report
+from minigpt_rlhf.inputs import check_sft_inputs
 from minigpt_rlhf.judge import resolve_judge
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
@@ -312,6 +313,7 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
 
 def main(config: Config) -> dict:
     t0 = time.time()
+    check_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
     rt = compute_init(config.device, config.dtype, config.seed)
     tok = get_tokenizer(config.tokenizer)
     needs_corpus = "pretraining (no --init_from)" if not config.init_from else (

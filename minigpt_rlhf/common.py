@@ -86,16 +86,23 @@ def compute_cleanup():
 
 
 def run_script(main, config):
-    """A script's entry point: run main(config); a bad or missing data file stops it with the message that
-    names the file and line (relative paths are resolved from the current directory), not a traceback.
-    Under torchrun the process group is destroyed after a normal finish only: after an error the other
-    ranks may be blocked in a collective, and a barrier would hang (torchrun stops them instead)."""
+    """A script's entry point: run main(config). A problem with an input the user gave (data.DataError: a
+    data file, tokenizer, checkpoint or option) or with the file system (OSError: a missing file, no
+    permission, a full disk) stops it with one line, `error: <file>:<line or key>: <what>. <fix>`, and exit
+    status 1, not a traceback; a bug in the project itself still shows its traceback. Under torchrun the
+    process group is destroyed after a normal finish only: after an error the other ranks may be blocked in
+    a collective, and a barrier would hang (torchrun stops them instead)."""
     from .data import DataError
 
     try:
         main(config)
-    except (DataError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e} (working directory: {os.getcwd()})") from None
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    except OSError as e:
+        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        if isinstance(e, FileNotFoundError):  # relative paths are resolved from here
+            message += f" (working directory: {os.getcwd()})"
+        raise SystemExit(f"error: {message}") from None
     compute_cleanup()
 
 
@@ -158,10 +165,10 @@ class JSONLLogger:
         if enabled:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             keep = []
-            if resume_step is not None and os.path.exists(path):
-                with open(path) as f:
-                    rows = [json.loads(line) for line in f if line.strip()]
-                keep = [r for r in rows if r.get("step", r.get("iteration", 0)) < resume_step]
+            if resume_step is not None and os.path.isfile(path):
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    rows = [_log_row(line) for line in f]
+                keep = [r for r in rows if r is not None and r.get("step", r.get("iteration", 0)) < resume_step]
             with open(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in keep)
 
@@ -169,6 +176,17 @@ class JSONLLogger:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
+
+
+def _log_row(line: str) -> dict | None:
+    """A line of a log as a dict, or None for one that is not a JSON object with a numeric step: the last line of
+    a run that was killed while writing it, or a damaged one (the resumed run logs those steps again)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    ok = isinstance(row, dict) and type(row.get("step", row.get("iteration", 0))) in (int, float)
+    return row if ok else None
 
 
 def write_json(path, obj):

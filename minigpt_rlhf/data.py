@@ -11,7 +11,10 @@ response is followed by the EOS token.
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,36 +24,118 @@ PROMPT_TEMPLATE = "Instruction: {prompt}\nResponse:\n"
 
 
 class DataError(ValueError):
-    """A malformed data file: the message names the file and line."""
+    """An input the user gave and can fix: a data file, a tokenizer file, a checkpoint, a resume state or an
+    option. The message reads `<file>:<line or key>: <what is wrong>. <how to fix it>`; the scripts print it
+    as one line, without a traceback (common.run_script)."""
 
 
 def format_prompt(prompt: str) -> str:
     return PROMPT_TEMPLATE.format(prompt=prompt)
 
 
-def iter_jsonl(path: str | Path):
-    """Yield ("file:line", object) for every non-blank line, with a clear error for a missing file, a line
-    that is not JSON, or a line that is not a JSON object."""
+# ----------------------------------------------------------------------------------------------------
+# Reading files: bytes, then text
+
+
+def read_bytes(path: str | Path, what: str = "data file") -> bytes:
+    """The bytes of a regular file, with a clear error for a missing file, a directory, a pipe or device (which
+    could block forever) and a file that cannot be read."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data file {path} not found")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield where, obj
+        raise FileNotFoundError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a {what}. Pass the path of the file itself")
+    if not path.is_file():
+        raise DataError(f"{path}: is not a regular file (a pipe or a device?). Save the {what} to a file")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: the {what} cannot be read ({e.strerror}). Check its permissions") from None
+
+
+def decode_text(data: bytes, path: str | Path, encoding: str = "utf-8", fix: str = "Save it as UTF-8 text") -> str:
+    """`data` as text in `encoding` (utf-8 or ascii). A leading UTF-8 byte-order mark is dropped (editors on
+    Windows write one); compressed, UTF-16 and other undecodable bytes are errors naming the line and column."""
+    if data.startswith(b"\x1f\x8b"):
+        raise DataError(f"{path}: is gzip-compressed. Decompress it first (gunzip)")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(f"{path}: is UTF-16 (or UTF-32) text. {fix}")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    if b"\x00" in data:  # valid UTF-8, but no text file holds it: UTF-16 without a byte-order mark, or binary
+        start = data.index(b"\x00")
+        line = data.count(b"\n", 0, start) + 1
+        raise DataError(f"{path}:{line}: holds a NUL byte (0x00), so it is UTF-16/UTF-32 or binary, not text. {fix}")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}: byte 0x{data[e.start]:02x} at column {column} is not "
+                        f"{'ASCII' if encoding == 'ascii' else 'UTF-8'} ({e.reason}). {fix}") from None
+
+
+def read_text(path: str | Path, what: str = "data file") -> str:
+    """The text of a UTF-8 file (see read_bytes and decode_text for the errors)."""
+    return decode_text(read_bytes(path, what), path)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines ended by \\n, \\r\\n or \\r, as Python's text files read them. (str.splitlines would also
+    split at U+2028 and U+0085, which JSON allows unescaped inside a string.)"""
+    return re.split(r"\r\n|\r|\n", text)
+
+
+def parse_json(text: str, where: str):
+    """json.loads with every way it can fail turned into a DataError naming `where` (file:line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}). "
+                        "Each line must hold one JSON object") from None
+    except ValueError:  # an integer literal longer than Python's limit on int <-> str conversion
+        raise DataError(f"{where}: a number with more than {sys.get_int_max_str_digits()} digits, which "
+                        "Python's json refuses to read. Write it as a string or drop it") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply for Python's json to read. Flatten it") from None
+
+
+def check_text(value: str, where: str, key: str):
+    """A JSON string may hold an escaped lone surrogate ("\\ud800"), which is not text: it cannot be
+    written back as UTF-8 or printed."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"{where}: {key!r} holds {value[e.start]!r}, half of a UTF-16 surrogate pair, which is "
+                        "not a character. Fix the escape sequence") from None
+
+
+def iter_jsonl(path: str | Path):
+    """Yield ("file:line", object) for every non-blank line, with a clear error for a missing file, a line
+    that is not JSON, or a line that is not a JSON object. A UTF-8 byte-order mark and CRLF line ends are
+    accepted."""
+    path = Path(path)
+    for lineno, line in enumerate(split_lines(read_text(path)), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        obj = parse_json(line, where)
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}. "
+                            "Each line must hold one JSON object")
+        yield where, obj
+
+
+def source_of(rows: list[dict]) -> str:
+    """The file that rows read by read_jsonl or read_comparisons came from ("" for rows made in memory)."""
+    where = rows[0].get("_where", "") if rows else ""
+    return where.rsplit(":", 1)[0] if where else ""
 
 
 def read_jsonl(path: str | Path, schema: dict[str, type]) -> list[dict]:
     """Read a JSONL file, checking that every line is a JSON object with the keys of `schema` of the
-    right types (non-empty strings). Errors name the file and the line number."""
+    right types (non-empty strings), and an optional "family" that is a string. Errors name the file and
+    the line number."""
     rows = []
     for where, obj in iter_jsonl(path):
         for key, typ in schema.items():
@@ -60,10 +145,14 @@ def read_jsonl(path: str | Path, schema: dict[str, type]) -> list[dict]:
                 raise DataError(f"{where}: {key!r} should be {typ.__name__}, got {type(obj[key]).__name__}")
             if typ is str and not obj[key].strip():
                 raise DataError(f"{where}: {key!r} is empty")
+            if typ is str:
+                check_text(obj[key], where, key)
+        if "family" in obj and not isinstance(obj["family"], str):
+            raise DataError(f"{where}: 'family' should be str, got {type(obj['family']).__name__}")
         obj["_where"] = where
         rows.append(obj)
     if not rows:
-        raise DataError(f"{path}: no data lines")
+        raise DataError(f"{path}: no data lines. Add one JSON object per line")
     return rows
 
 
@@ -101,7 +190,8 @@ def encode_prompts(tok, rows: list[dict], max_prompt_len: int, source: str = "")
             continue
         kept.append({**row, "ids": ids})
     if not kept:
-        raise DataError(f"{source}: every prompt is longer than max_prompt_len={max_prompt_len} tokens")
+        raise DataError(f"{source or source_of(rows)}: every prompt is longer than max_prompt_len={max_prompt_len} "
+                        "tokens. Raise --max_prompt_len or add shorter prompts")
     return kept, skipped
 
 
@@ -119,7 +209,9 @@ class SFTData:
                 continue
             self.examples.append((ids, mask))
         if not self.examples:
-            raise DataError(f"no SFT example fits the context (block_size={block_size})")
+            raise DataError(f"{source_of(rows) or 'SFT data'}: no SFT example fits the context (block_size="
+                            f"{block_size} tokens: prompt + response + EOS must be at most {block_size + 1}). "
+                            "Shorten the examples or raise --block_size")
         self.pad_id = tok.pad_id
 
     def __len__(self):
@@ -179,9 +271,8 @@ class TokenStream:
 
     def __init__(self, tok, path: str | Path):
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"corpus file {path} not found")
-        docs = [d.strip() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+        text = "\n".join(split_lines(read_text(path, "corpus file")))  # CRLF: documents still part at blank lines
+        docs = [d.strip() for d in text.split("\n\n") if d.strip()]
         ids = []
         for d in docs:
             ids.extend(tok.encode(d))
@@ -192,9 +283,15 @@ class TokenStream:
     def __len__(self):
         return len(self.tokens)
 
-    def batch(self, batch_size: int, block_size: int, rng: np.random.Generator):
+    def require_windows(self, block_size: int):
+        """Raise unless the corpus holds a window of block_size + 1 tokens to train or evaluate on (with none,
+        the loss of "zero windows" would be reported as 0)."""
         if len(self.tokens) <= block_size + 1:
-            raise DataError(f"{self.path}: corpus ({len(self.tokens)} tokens) is shorter than one window")
+            raise DataError(f"{self.path}: {len(self.tokens)} tokens, too short for one window of the context "
+                            f"(block_size + 2 = {block_size + 2} tokens are needed). Add text or lower --block_size")
+
+    def batch(self, batch_size: int, block_size: int, rng: np.random.Generator):
+        self.require_windows(block_size)
         starts = rng.integers(0, len(self.tokens) - block_size - 1, size=batch_size)
         x = np.stack([self.tokens[s: s + block_size] for s in starts])
         y = np.stack([self.tokens[s + 1: s + 1 + block_size] for s in starts])

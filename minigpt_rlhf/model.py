@@ -16,7 +16,6 @@ transpose-and-copy of a Hugging Face checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .data import DataError, parse_json, read_text
 
 
 @dataclass
@@ -316,18 +317,34 @@ def from_pretrained(path: str | Path, vocab_size: int | None = None, dropout: fl
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path} not found: from_pretrained expects a local folder holding "
                                 "a GPT-2 config.json and model.safetensors or pytorch_model.bin")
-    hf = json.loads(cfg_path.read_text())
-    n_vocab = hf["vocab_size"]
+    hf = parse_json(read_text(cfg_path, "GPT-2 config.json"), str(cfg_path))
+    hf = hf if isinstance(hf, dict) else {}
+    sizes = {key: hf.get(key) for key in ("vocab_size", "n_layer", "n_head", "n_embd")}
+    sizes["block_size"] = hf.get("n_positions", hf.get("n_ctx", 1024))
+    for key, v in sizes.items():
+        if type(v) is not int or v <= 0:
+            raise DataError(f"{cfg_path}: {key} should be a positive integer, got {v!r}: not a GPT-2 config.json")
+    n_vocab = sizes["vocab_size"]
+    if sizes["n_embd"] % sizes["n_head"]:
+        raise DataError(f"{cfg_path}: n_embd={sizes['n_embd']} is not a multiple of n_head={sizes['n_head']}")
     config = GPTConfig(
-        block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
+        block_size=sizes["block_size"],
         vocab_size=max(vocab_size or n_vocab, n_vocab),
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        n_embd=hf["n_embd"],
+        n_layer=sizes["n_layer"],
+        n_head=sizes["n_head"],
+        n_embd=sizes["n_embd"],
         dropout=dropout,
         bias=True,
     )
-    sd_hf = _read_hf_state_dict(folder)
+    try:
+        sd_hf = _read_hf_state_dict(folder)
+    except (OSError, ImportError):
+        raise
+    except Exception as e:  # a truncated or foreign weights file
+        raise DataError(f"{folder}: the GPT-2 weights could not be read ({type(e).__name__}: "
+                        f"{str(e).split('.')[0][:160]})") from None
+    if not isinstance(sd_hf, dict) or not all(isinstance(w, torch.Tensor) for w in sd_hf.values()):
+        raise DataError(f"{folder}: the weights file should hold a dict of tensors (a state dict)")
     model = GPT(config)
     sd = model.state_dict()
     loaded = set()
@@ -339,18 +356,18 @@ def from_pretrained(path: str | Path, vocab_size: int | None = None, dropout: fl
             continue  # tied to wte
         ours = "transformer." + name
         if ours not in sd:
-            raise ValueError(f"{folder}: unknown key {key!r} in the checkpoint (not a GPT-2 weight)")
+            raise DataError(f"{folder}: unknown key {key!r} in the checkpoint (not a GPT-2 weight)")
         if name.endswith(_CONV1D):
             w = w.t()
         if ours == "transformer.wte.weight" and w.shape[0] < sd[ours].shape[0]:
             w = torch.cat([w, w.new_zeros(sd[ours].shape[0] - w.shape[0], w.shape[1])])
         if w.shape != sd[ours].shape:
-            raise ValueError(f"{folder}: {key!r} has shape {tuple(w.shape)}, expected "
+            raise DataError(f"{folder}: {key!r} has shape {tuple(w.shape)}, expected "
                              f"{tuple(sd[ours].shape)} for the config in config.json")
         with torch.no_grad():
             sd[ours].copy_(w)
         loaded.add(ours)
     missing = [k for k in sd if k not in loaded and k != "lm_head.weight"]
     if missing:
-        raise ValueError(f"{folder}: checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}")
+        raise DataError(f"{folder}: checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}")
     return model

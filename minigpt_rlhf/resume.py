@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+from .data import DataError
 
 
 def resume_path(out_dir: str, stage: str) -> str:
@@ -75,16 +76,66 @@ def all_rng_states(rt, np_gen=None, torch_gen=None) -> list[dict]:
     return states
 
 
+# what each stage's resume state holds besides model, model_config, tokenizer, config, step, optimizer,
+# scaler and rng (see save_resume and the scripts' calls of it)
+STAGE_KEYS = {"sft": ("phase",), "rm": (), "ppo": ("value_model", "kl_ctl")}
+
+
+def read_resume_state(path, stage: str, world_size: int, hint: str = "") -> dict:
+    """A resume state from disk, checked key by key before anything is restored from it: a damaged or foreign
+    file is a DataError naming the key, never a KeyError halfway through restoring. `_where` is set to path."""
+    state = load_checkpoint(path, f"{stage} resume state", hint)
+    fix = "The resume state is damaged or from another program: run without --resume=True to start over"
+    checkpoint_config(state, str(path))
+
+    def need(key, ok, what):
+        if key not in state:
+            raise DataError(f"{path}: key {key!r} missing. {fix}")
+        if not ok(state[key]):
+            raise DataError(f"{path}: key {key!r} should be {what}, got {type(state[key]).__name__}. {fix}")
+
+    need("tokenizer", lambda v: isinstance(v, dict), "a tokenizer identity (a dict)")
+    need("config", lambda v: isinstance(v, dict), "a dict of settings")
+    need("step", lambda v: type(v) is int and v >= 0, "a step number")
+    need("optimizer", lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v), "an optimizer state")
+    need("scaler", lambda v: isinstance(v, dict) and all(type(x) in (int, float) for x in v.values()),
+         "a loss scaler state (numbers)")
+    need("rng", lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(r, dict) for r in v),
+         "one random state per process")
+    for key in STAGE_KEYS[stage]:
+        need(key, lambda v: v is not None, "present")
+    if stage == "sft":
+        need("phase", lambda v: v in ("pretrain", "sft"), "'pretrain' or 'sft'")
+        if state["phase"] == "sft":
+            need("order", lambda v: isinstance(v, torch.Tensor) and v.dim() == 1 and not v.is_floating_point(),
+                 "a 1-D integer tensor")
+            need("pos", lambda v: type(v) is int and 0 <= v <= len(state["order"]), "a position in the order")
+            need("val_loss0", lambda v: type(v) in (int, float), "a number")
+    if stage == "ppo":
+        need("value_model", lambda v: isinstance(v, dict), "a state dict")
+        need("kl_ctl", lambda v: isinstance(v, dict) and type(v.get("value")) in (int, float), "a KL controller state")
+    if len(state["rng"]) != world_size:
+        raise DataError(f"{path}: saved by {len(state['rng'])} process(es) but this run has {world_size}: exact "
+                        "resume needs the same number of processes")
+    saved = rng_state()  # a dry run of restoring each rank's random streams, then the current ones back
+    try:
+        for r in state["rng"]:
+            set_rng_state(r, np.random.default_rng() if r.get("np_gen") is not None else None,
+                          torch.Generator() if r.get("torch_gen") is not None else None)
+    except Exception as e:  # KeyError, TypeError, ValueError, RuntimeError from numpy, torch or random
+        raise DataError(f"{path}: key 'rng' cannot be restored ({type(e).__name__}: {str(e)[:120]}). {fix}") from None
+    finally:
+        set_rng_state(saved)
+    state["_where"] = str(path)
+    return state
+
+
 def load_resume(out_dir: str, stage: str, rt) -> dict:
-    """The resume state of a stage, with a clear error when there is none or the world size changed."""
-    path = resume_path(out_dir, stage)
+    """The resume state of a stage, with a clear error when there is none, it is damaged, or the world size
+    changed."""
     hint = (f"There is nothing to resume: {stage} either finished (its result is {os.path.join(out_dir, stage)}"
             "/model.pt) or never saved a resume state. Run without --resume=True to start over.")
-    state = load_checkpoint(path, f"{stage} resume state", hint)
-    if len(state["rng"]) != rt.world_size:
-        raise SystemExit(f"{path} was saved by {len(state['rng'])} process(es) but this run has {rt.world_size}: "
-                         f"exact resume needs the same number of processes")
-    return state
+    return read_resume_state(resume_path(out_dir, stage), stage, rt.world_size, hint)
 
 
 RUN_CONTROL = {"resume", "stop_at", "save_interval", "device"}  # may differ between a run and its resumption
@@ -122,8 +173,19 @@ def save_resume(out_dir: str, stage: str, rt, model, tok, config, optimizer, sca
 
 def restore_training(state: dict, rt, optimizer, scaler, np_gen=None, torch_gen=None) -> int:
     """Load the optimizer, scaler and this rank's random streams from a resume state; returns the next step."""
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    where = state.get("_where", "resume state")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise DataError(f"{where}: key 'optimizer' does not fit this run's model ({type(e).__name__}: "
+                        f"{str(e)[:120]}). Run without --resume=True to start over") from None
+    for group in optimizer.param_groups:  # load_state_dict checks group sizes, not the moments' shapes
+        for p in group["params"]:
+            for name, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise DataError(f"{where}: key 'optimizer' holds {name} of shape {tuple(v.shape)} for a weight "
+                                    f"of shape {tuple(p.shape)}. Run without --resume=True to start over")
     restore_rng(state, rt, np_gen, torch_gen)
     return state["step"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataError, encode_prompt, iter_jsonl
+from .data import DataError, check_text, encode_prompt, iter_jsonl, source_of
 from .ppo import last_token_index
 
 
@@ -30,12 +30,15 @@ def reward_at_eos(rm, tokens: torch.Tensor, attention_mask: torch.Tensor) -> tor
 
 def read_comparisons(path: str | Path) -> list[dict]:
     """K-wise {"prompt", "responses": [...], "ranking": [...] best first} or pairwise
-    {"prompt", "chosen", "rejected"} lines (a pairwise line is K = 2 with ranking [0, 1]).
-    Errors name the file and line."""
+    {"prompt", "chosen", "rejected"} lines (a pairwise line is K = 2 with ranking [0, 1]); optional
+    "ended" (one bool per response: did it emit EOS) and "family". The responses of a line must differ:
+    two identical texts have no right order, and no reward model can separate them (collect_comparisons
+    drops repeats for the same reason). Errors name the file and line."""
     rows = []
     for where, obj in iter_jsonl(path):
         if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
             raise DataError(f"{where}: expected an object with a non-empty string 'prompt'")
+        check_text(obj["prompt"], where, "prompt")
         if "chosen" in obj or "rejected" in obj:
             responses, ranking = [obj.get("chosen"), obj.get("rejected")], [0, 1]
         elif "responses" in obj and "ranking" in obj:
@@ -46,14 +49,41 @@ def read_comparisons(path: str | Path) -> list[dict]:
             raise DataError(f"{where}: a comparison needs at least 2 responses")
         if any(not isinstance(r, str) or not r.strip() for r in responses):
             raise DataError(f"{where}: every response must be non-empty text")
+        for r in responses:
+            check_text(r, where, "responses")
         if not isinstance(ranking, list) or any(type(i) is not int for i in ranking) \
                 or sorted(ranking) != list(range(len(responses))):
             raise DataError(f"{where}: 'ranking' must be a permutation of 0..{len(responses) - 1}, "
                             f"got {ranking!r}")
+        ended = obj.get("ended")
+        if ended is not None and (not isinstance(ended, list) or len(ended) != len(responses)
+                                  or any(type(e) is not bool for e in ended)):
+            raise DataError(f"{where}: 'ended' must be a list of {len(responses)} true/false values, one per "
+                            "response, or left out")
+        if "family" in obj and not isinstance(obj["family"], str):
+            raise DataError(f"{where}: 'family' should be str, got {type(obj['family']).__name__}")
+        first = {}
+        for i, key in enumerate(zip(responses, ended or [True] * len(responses))):
+            if key in first:
+                what = ("'chosen' and 'rejected' are the same text" if "chosen" in obj else
+                        f"responses {first[key]} and {i} are the same text")
+                raise DataError(f"{where}: {what}, which no ranking can order. Remove the repeat")
+            first[key] = i
         rows.append({**obj, "responses": responses, "ranking": ranking, "_where": where})
     if not rows:
-        raise DataError(f"{path}: no comparisons")
+        raise DataError(f"{path}: no comparisons. Add one JSON object per line")
     return rows
+
+
+def check_comparisons_fit(tok, comparisons: list[dict], block_size: int):
+    """Every prompt + response + EOS of the comparisons must fit the reward model's context: the reward is
+    read at that EOS, so a response cannot be cut short."""
+    too_long = [(c.get("_where", "?"), len(s)) for c in comparisons
+                for s in encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) if len(s) > block_size]
+    if too_long:
+        raise DataError(f"{too_long[0][0]}: {len(too_long)} comparison responses of {source_of(comparisons)} "
+                        f"are longer than the context (this one has {too_long[0][1]} tokens with its prompt, "
+                        f"block_size is {block_size}). Shorten them or raise block_size")
 
 
 def write_jsonl(path: str | Path, rows: list[dict]):

@@ -35,7 +35,6 @@ import argparse
 import base64
 import hashlib
 import heapq
-import json
 import os
 import re
 import tempfile
@@ -43,6 +42,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import tiktoken
+
+from .data import DataError, decode_text, parse_json, read_bytes, read_text, split_lines
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -179,19 +180,53 @@ def save_bpe(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
         raise
 
 
+_BPE_FIX = "Regenerate it (python -m minigpt_rlhf.world rebuilds data/tokenizer.bpe) or pass another --tokenizer"
+
+
 def load_bpe(path: str | os.PathLike) -> dict[bytes, int]:
-    """Read ranks written by `save_bpe` (or any .tiktoken file)."""
+    """Read ranks written by `save_bpe` (or any .tiktoken file): one `base64token rank` line per token.
+    A byte-order mark and blank lines are accepted; anything else that tiktoken would reject, or that would
+    make a vocabulary with gaps, is an error naming the file and line."""
     path = Path(path)
+    text = decode_text(read_bytes(path, "vocabulary file"), path, "ascii", _BPE_FIX)
     ranks: dict[bytes, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="ascii").splitlines(), start=1):
+    line_of_rank: dict[int, int] = {}
+    line_of_token: dict[bytes, int] = {}
+    for lineno, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
+        where = f"{path}:{lineno}"
+        fields = line.split()
         try:
-            token_b64, rank = line.split()
-            ranks[base64.b64decode(token_b64, validate=True)] = int(rank)
-        except ValueError as e:
-            raise ValueError(f"{path}:{lineno}: expected 'base64token rank', got {line!r}") from e
+            token, rank = base64.b64decode(fields[0], validate=True), int(fields[1])
+            if len(fields) != 2:
+                raise ValueError
+        except (ValueError, IndexError):  # binascii.Error is a ValueError
+            raise DataError(f"{where}: expected 'base64token rank', got {line[:80]!r}. {_BPE_FIX}") from None
+        if not token or rank < 0:
+            raise DataError(f"{where}: {'an empty token' if not token else f'negative rank {rank}'}. {_BPE_FIX}")
+        if token in line_of_token:
+            raise DataError(f"{where}: token {token!r} is listed again (first on line {line_of_token[token]}). "
+                            f"{_BPE_FIX}")
+        if rank in line_of_rank:
+            raise DataError(f"{where}: rank {rank} is given again (first on line {line_of_rank[rank]}). {_BPE_FIX}")
+        ranks[token], line_of_token[token], line_of_rank[rank] = rank, lineno, lineno
+    check_ranks(ranks, str(path))
     return ranks
+
+
+def check_ranks(ranks: dict[bytes, int], source: str):
+    """Ranks must be exactly 0..n-1 and include the 256 single bytes (byte-level BPE encodes any text)."""
+    if not ranks:
+        raise DataError(f"{source}: no tokens (the vocabulary is empty). {_BPE_FIX}")
+    missing = sorted(set(range(len(ranks))) - set(ranks.values()))
+    if missing:
+        raise DataError(f"{source}: ranks must be 0..{len(ranks) - 1} without gaps, but rank {missing[0]} is "
+                        f"missing ({len(missing)} in all). {_BPE_FIX}")
+    missing_bytes = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing_bytes:
+        raise DataError(f"{source}: single byte {bytes([missing_bytes[0]])!r} is not a token ({len(missing_bytes)} of "
+                        f"the 256 are missing); a byte-level vocabulary needs all 256. {_BPE_FIX}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,34 +262,51 @@ def load_gpt2_folder(folder: str | os.PathLike) -> dict[bytes, int]:
     """
     folder = Path(folder)
     encoder_path, merges_path = folder / "encoder.json", folder / "vocab.bpe"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: GPT-2 vocabulary folder not found. {_GPT2_HELP}")
     for p, hf_name in ((encoder_path, "vocab.json"), (merges_path, "merges.txt")):
         if not p.is_file() and not (folder / hf_name).is_file():
-            raise FileNotFoundError(f"GPT-2 vocabulary file not found: {p} (or {hf_name}). {_GPT2_HELP}")
+            raise FileNotFoundError(f"{p}: GPT-2 vocabulary file not found (nor {hf_name}). {_GPT2_HELP}")
     if not encoder_path.is_file():
         encoder_path = folder / "vocab.json"
     if not merges_path.is_file():
         merges_path = folder / "merges.txt"
     unicode_to_byte = {ch: b for b, ch in bytes_to_unicode().items()}
 
-    def to_bytes(token: str) -> bytes:
-        return bytes(unicode_to_byte[ch] for ch in token)
+    def to_bytes(token: str, where) -> bytes:
+        try:
+            return bytes(unicode_to_byte[ch] for ch in token)
+        except KeyError as e:
+            raise DataError(f"{where}: token {token[:40]!r} holds {e.args[0]!r}, which is not one of GPT-2's 256 "
+                            "byte characters (bytes_to_unicode): not a GPT-2 vocabulary file") from None
 
-    encoder = json.loads(encoder_path.read_text(encoding="utf-8"))
+    encoder = parse_json(read_text(encoder_path, "GPT-2 encoder.json"), str(encoder_path))
+    if not isinstance(encoder, dict) or any(type(i) is not int for i in encoder.values()):
+        raise DataError(f"{encoder_path}: expected a JSON object mapping each token to its integer id "
+                        f"(got {type(encoder).__name__}). Use encoder.json from the GPT-2 release")
     eos_id = encoder.pop(EOS, None)
-    ranks = {to_bytes(token): i for token, i in encoder.items()}
+    ranks = {to_bytes(token, encoder_path): i for token, i in encoder.items()}
+    if len(set(ranks.values())) != len(ranks):
+        raise DataError(f"{encoder_path}: two tokens share an id. Use encoder.json from the GPT-2 release")
+    check_ranks(ranks, str(encoder_path))
 
-    merge_lines = [line for line in merges_path.read_text(encoding="utf-8").splitlines()
-                   if line.strip() and not line.startswith("#version")]
-    for i, line in enumerate(merge_lines):
-        left, right = line.split()
-        if ranks.get(to_bytes(left + right)) != 256 + i:
-            raise ValueError(f"{merges_path}: merge {i} ({line!r}) does not have id {256 + i} "
-                             f"in {encoder_path}; the two files do not belong together")
+    merge_lines = []  # (line number, left, right)
+    for lineno, line in enumerate(split_lines(read_text(merges_path, "GPT-2 vocab.bpe")), 1):
+        if not line.strip() or line.startswith("#version"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise DataError(f"{merges_path}:{lineno}: expected a merge 'left right', got {line[:80]!r}")
+        merge_lines.append((lineno, fields[0], fields[1]))
+    for i, (lineno, left, right) in enumerate(merge_lines):
+        if ranks.get(to_bytes(left + right, f"{merges_path}:{lineno}")) != 256 + i:
+            raise DataError(f"{merges_path}:{lineno}: merge {i} ({left} {right}) does not have id {256 + i} "
+                            f"in {encoder_path}; the two files do not belong together")
     if len(ranks) != 256 + len(merge_lines):
-        raise ValueError(f"{encoder_path} has {len(ranks)} byte-level tokens, expected 256 single "
-                         f"bytes + {len(merge_lines)} merges from {merges_path}")
+        raise DataError(f"{encoder_path} has {len(ranks)} byte-level tokens, expected 256 single "
+                        f"bytes + {len(merge_lines)} merges from {merges_path}")
     if eos_id is not None and eos_id != len(ranks):
-        raise ValueError(f"{encoder_path}: {EOS} has id {eos_id}, expected {len(ranks)}")
+        raise DataError(f"{encoder_path}: {EOS} has id {eos_id}, expected {len(ranks)}")
     return ranks
 
 
@@ -330,19 +382,20 @@ def get_tokenizer(spec: str = "default") -> Tokenizer:
     """
     if spec == "default":
         if not DEFAULT_BPE_PATH.is_file():
-            raise FileNotFoundError(f"Project vocabulary {DEFAULT_BPE_PATH} not found. "
+            raise FileNotFoundError(f"{DEFAULT_BPE_PATH}: project vocabulary not found. "
                                     "Regenerate it with: python -m minigpt_rlhf.world")
         return Tokenizer("bpe", load_bpe(DEFAULT_BPE_PATH), SPLIT_PATTERN)
     if spec == "gpt2":
         return Tokenizer("gpt2", _tiktoken_gpt2_ranks(), GPT2_SPLIT_PATTERN)
     if spec.startswith("gpt2:"):
         return Tokenizer("gpt2", load_gpt2_folder(spec[len("gpt2:"):]), GPT2_SPLIT_PATTERN)
+    if Path(spec).is_dir():
+        raise DataError(f"--tokenizer={spec}: is a folder. Pass a .bpe file, or gpt2:{spec} for a folder "
+                        "holding GPT-2's vocab.bpe and encoder.json")
     if spec.endswith(".bpe") or Path(spec).is_file():
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"Vocabulary file not found: {spec}")
         return Tokenizer("bpe", load_bpe(spec), SPLIT_PATTERN)
-    raise ValueError(f"Unknown tokenizer spec {spec!r}: expected 'default', 'gpt2', "
-                     "'gpt2:/folder' or a path to a .bpe file")
+    raise DataError(f"--tokenizer={spec}: unknown tokenizer. Expected 'default', 'gpt2', "
+                    "'gpt2:/folder' or a path to a .bpe file")
 
 
 def _tiktoken_gpt2_ranks() -> dict[bytes, int]:
@@ -352,8 +405,8 @@ def _tiktoken_gpt2_ranks() -> dict[bytes, int]:
     except Exception as e:  # requests' ConnectionError, OSError, a hash mismatch, ...
         cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or (
             "the default tiktoken cache")
-        raise RuntimeError(f"Could not load tiktoken's gpt2 encoding from {cache} "
-                           f"({type(e).__name__}: {e}). {_GPT2_HELP}") from e
+        raise DataError(f"--tokenizer=gpt2: could not load tiktoken's gpt2 encoding from {cache} "
+                        f"({type(e).__name__}: {e}). {_GPT2_HELP}") from e
     # Reading the private _mergeable_ranks is how tiktoken's README extends an encoding.
     return enc._mergeable_ranks
 
@@ -365,9 +418,12 @@ def check_tokenizer_matches(stored_identity: dict, tok: Tokenizer, where: str) -
     different tokenizer runs without error and produces nonsense, so we refuse early instead.
     """
     current = tok.identity()
+    if not isinstance(stored_identity, dict):
+        raise DataError(f"{where}: key 'tokenizer' should be the identity of a tokenizer (a dict), got "
+                        f"{type(stored_identity).__name__}: the file is damaged or not a minigpt_rlhf checkpoint")
     if dict(stored_identity) != current:
-        raise ValueError(f"Tokenizer mismatch for {where}: it was made with {dict(stored_identity)}, "
-                         f"but the current tokenizer is {current}")
+        raise DataError(f"{where}: tokenizer mismatch: it was made with {dict(stored_identity)}, "
+                        f"but the current tokenizer is {current}. Pass the --tokenizer it was trained with")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 
 from minigpt_rlhf.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
 from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.data import DataError
 from minigpt_rlhf.model import GPT, GPTConfig
 from minigpt_rlhf.tokenizer import SPLIT_PATTERN, Tokenizer, train_bpe
 
@@ -82,7 +83,7 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="run python train_sft.py"):
         load_checkpoint(tmp_path / "none.pt", "SFT checkpoint", "run python train_sft.py")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="bad.pt"):
+    with pytest.raises(DataError, match="bad.pt"):
         load_checkpoint(tmp_path / "bad.pt")
 
 
@@ -93,7 +94,7 @@ class Evil:
 
 def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     torch.save({"model": {}, "model_config": {}, "evil": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(RuntimeError, match="evil.pt"):
+    with pytest.raises(DataError, match="evil.pt"):
         load_checkpoint(tmp_path / "evil.pt")
 
 

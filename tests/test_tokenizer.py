@@ -18,6 +18,7 @@ import tiktoken.registry
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from minigpt_rlhf import tokenizer as tokmod
+from minigpt_rlhf.data import DataError
 from minigpt_rlhf.tokenizer import (
     EOS,
     PAD,
@@ -320,7 +321,7 @@ def test_gpt2_from_empty_tiktoken_cache_offline_says_how_to_get_the_files(tmp_pa
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tiktoken.load, "read_file", offline)
     monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
-    with pytest.raises(RuntimeError, match="TIKTOKEN_CACHE_DIR") as info:
+    with pytest.raises(DataError, match="TIKTOKEN_CACHE_DIR") as info:
         get_tokenizer("gpt2")
     assert "gpt2:/" in str(info.value) and "vocab.bpe" in str(info.value)
     assert attempted  # the cache really was empty, so tiktoken tried (and failed) to download
