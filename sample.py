@@ -99,7 +99,7 @@ def build(ckpt: dict, tok, path: str, device):
     try:
         return model_from_checkpoint(ckpt, tok, where=path, dropout=0.0).to(device).eval()
     except ValueError as e:  # the tokenizer check
-        raise SystemExit(f"sample.py: {e}. Pass --tokenizer=SPEC or checkpoints made with one tokenizer") from None
+        raise SystemExit(f"sample.py: {e}") from None
 
 
 def make_judge(spec: str):

@@ -317,7 +317,7 @@ def main(config: Config) -> dict:
     rt = compute_init(config.device, config.dtype, config.seed)
     tok = get_tokenizer(config.tokenizer)
     needs_corpus = "pretraining (no --init_from)" if not config.init_from else (
-        "--corpus_mix > 0; --corpus_mix=0 fine-tunes without a corpus" if config.corpus_mix > 0 else "")
+        f"--corpus_mix={config.corpus_mix}, which --corpus_mix=0 turns off," if config.corpus_mix > 0 else "")
     corpus_path = data_file(config, "corpus", "corpus_train.txt", needs_corpus)
     corpus = TokenStream(tok, corpus_path) if needs_corpus else None
     corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")

@@ -103,7 +103,7 @@ def check_sft_inputs(config):
                             "grad_accum", "eval_interval", "max_new_tokens", "corpus_mix_batch"))
     tok = get_tokenizer(config.tokenizer)
     needs_corpus = "pretraining (no --init_from)" if not config.init_from else (
-        "--corpus_mix > 0; --corpus_mix=0 fine-tunes without a corpus" if config.corpus_mix > 0 else "")
+        f"--corpus_mix={config.corpus_mix}, which --corpus_mix=0 turns off," if config.corpus_mix > 0 else "")
     corpus_path = data_file(config, "corpus", "corpus_train.txt", needs_corpus)
     corpus = TokenStream(tok, corpus_path) if needs_corpus else None
     corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")  # optional: the corpus loss, if there

@@ -127,14 +127,17 @@ def plot_run(config: Config) -> str:
 
 
 def overoptimization_data(ppo_log, smooth: int = 5) -> dict:
-    """The over-optimisation picture of a PPO run (Gao et al. 2022): the rollouts' gold score and RM score
-    against d = sqrt(KL(policy || SFT)), one point per iteration, each a trailing mean over `smooth`
+    """The over-optimisation picture of a PPO run (Gao et al. 2022): the rollouts' gold score (with a judge) and
+    RM score against d = sqrt(KL(policy || SFT)), one point per iteration, each a trailing mean over `smooth`
     iterations (one batch of rollouts is noisy). KL is the batch mean of the per-response sum of k1."""
     log = read_log(ppo_log)
     keep = ~np.isnan(log["kl"])  # lines of the iterations (a round's line carries no kl)
     kl = np.maximum(moving_average(log["kl"][keep], smooth), 0.0)  # k1 can dip below 0 by noise near d = 0
-    return {"sqrt_kl": np.sqrt(kl).tolist(), "gold_score": moving_average(log["gold_score"][keep], smooth).tolist(),
-            "rm_score": moving_average(log["rm_score"][keep], smooth).tolist()}
+    out = {"sqrt_kl": np.sqrt(kl).tolist()}
+    for key in ("gold_score", "rm_score"):  # gold only with a judge
+        if key in log:
+            out[key] = moving_average(log[key][keep], smooth).tolist()
+    return out
 
 
 def plot_overoptimization(data: dict, output: str, best_of_n: dict | None = None) -> str | None:
@@ -149,7 +152,8 @@ def plot_overoptimization(data: dict, output: str, best_of_n: dict | None = None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    ax.plot(data["sqrt_kl"], data["gold_score"], "o-", ms=3, label="PPO rollouts: gold score")
+    if "gold_score" in data:
+        ax.plot(data["sqrt_kl"], data["gold_score"], "o-", ms=3, label="PPO rollouts: gold score")
     ax.plot(data["sqrt_kl"], data["rm_score"], "o-", ms=3, alpha=0.6, label="PPO rollouts: RM score")
     if best_of_n:
         ax.plot(best_of_n["sqrt_kl"], best_of_n["gold_by_rm"], "s--", ms=4, label="best-of-n by RM: gold")

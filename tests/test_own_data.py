@@ -148,10 +148,11 @@ def test_the_users_judge_scores_appear_in_every_report(user):
     assert sft["demonstration_gold_score_mean"] == pytest.approx(statistics.mean(vowels(d["response"]) for d in demos))
     calls = [json.loads(line) for line in (root / "my_judge.py.calls").read_text().splitlines()]
     assert all(s == pytest.approx(vowels(r)) for _, r, s in calls)
-    # PPO's calls: 2 iterations x 8 rollouts, then the final evaluation: 8 SFT samples, then 8 PPO samples
+    # PPO's calls: 2 iterations x 8 rollouts, then the final evaluation: the base model's samples (it
+    # pretrained here, so the report compares it too), then SFT's, then PPO's
     ppo_calls = calls[calls_before_ppo:]
     n = ppo["n_eval_prompts"] * ppo["samples_per_prompt"]
-    assert len(ppo_calls) == 2 * 8 + 2 * n
+    assert len(ppo_calls) == 2 * 8 + 3 * n and "gold_score_base" in ppo
     assert ppo["gold_score_sft"] == pytest.approx(statistics.mean(s for _, _, s in ppo_calls[-2 * n: -n]))
     assert ppo["gold_score_ppo"] == pytest.approx(statistics.mean(s for _, _, s in ppo_calls[-n:]))
     log = [json.loads(line) for line in (out / "ppo" / "log.jsonl").read_text().splitlines()]
@@ -186,7 +187,7 @@ def test_a_trained_tokenizer_round_trips_unicode_and_is_stored_in_every_checkpoi
         for stage in ("sft", "rm", "ppo"):
             ckpt = load_checkpoint(out / stage / "model.pt")
             assert ckpt["tokenizer"] == tok.identity()
-            with pytest.raises(ValueError, match="Tokenizer mismatch"):
+            with pytest.raises(ValueError, match="tokenizer mismatch"):
                 model_from_checkpoint(ckpt, get_tokenizer(), where=str(out / stage / "model.pt"))
 
 
@@ -234,7 +235,7 @@ def test_gpt2_from_a_local_folder_fine_tunes_on_the_users_data(tmp_path):
     transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
     out = tmp_path / "out"
     result = run(train_sft, [f"--data_dir={tmp_path / 'data'}", f"--out_dir={out}", f"--init_from=gpt2:{folder}",
-                             f"--tokenizer=gpt2:{folder}", "--judge=none", "--lr=3e-3"])
+                             f"--tokenizer=gpt2:{folder}", "--judge=none", "--lr=3e-3", "--corpus_mix=0"])
     assert result["sft_val_loss"] < result["sft_val_loss_before"]
     ckpt = load_checkpoint(out / "sft" / "model.pt")
     assert ckpt["tokenizer"] == get_tokenizer(f"gpt2:{folder}").identity()
