@@ -179,7 +179,7 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
 
         k3 = (r - 1) - log r = exp(-kl) - 1 + kl  >= 0,   unbiased, lower variance than k1.
 
-    Not for the loss: its gradient is biased; the reward uses k1 (see RLHF_NOTES).
+    Not for the loss: its gradient is biased; the reward uses k1 (Schulman 2020, "Approximating KL Divergence").
     (B, T), 0 on pads.
     """
     kl = torch.where(mask.bool(), logprobs - ref_logprobs, 0)  # (B, T)
@@ -254,7 +254,8 @@ def policy_loss(
     stats (detached 0-dim tensors, rank-local): clipfrac = fraction of valid tokens with
     |ratio - 1| > eps; approx_kl = 0.5 * mean((logprobs - old_logprobs)^2), an estimate of
     KL(old || new); ratio_mean. ratio should be exactly 1 on the first minibatch of the first
-    PPO epoch (RLHF_NOTES, pitfalls); approx_kl = 0 and clipfrac = 0 there.
+    PPO epoch (Huang et al. 2024, "The N Implementation Details of RLHF with PPO"); approx_kl = 0 and
+    clipfrac = 0 there.
     """
     valid = response_mask.bool()  # (B, T)
     # select pads away BEFORE exp: exp(garbage) could be inf, and inf * 0 is nan in the backward

@@ -97,7 +97,7 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
     """Sample responses from the policy and score them with the reference, reward and value models.
 
     The old log-probs are recomputed with a full forward pass over the same contiguous minibatches the
-    first PPO epoch uses, so the probability ratio is exactly 1 on the first minibatch (RLHF_NOTES).
+    first PPO epoch uses, so the probability ratio is exactly 1 on the first minibatch (tests/test_ppo_loop.py).
     score_policy: the module that recomputes them (default: policy). Pass the one the update runs through
     (e.g. its torch.compile'd wrapper, which shares policy's weights): compiled kernels round differently
     from eager ones (bf16 most of all), so both sides of the ratio must come from the same module;

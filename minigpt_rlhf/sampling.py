@@ -3,7 +3,7 @@
 PPO's probability ratio compares the policy's log-probability of each sampled token now with the one it
 had when the token was sampled. Both must come from the SAME distribution: if tokens are sampled at a
 temperature, or from the top-k, the log-probability is taken under that tempered / truncated
-distribution (see ../shared/RLHF_NOTES.md: a mismatch shows up as negative KL). `token_logprobs` is the
+distribution (a mismatch shows up as negative KL; Huang et al. 2024). `token_logprobs` is the
 one place that turns logits into that distribution, used both when sampling and when scoring.
 """
 
