@@ -37,7 +37,13 @@ import torch
 from tqdm import tqdm
 
 from minigpt_rlhf import ppo
-from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
+from minigpt_rlhf.checkpoint import (
+    base_checkpoint_path,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_grads,
@@ -280,8 +286,7 @@ class Rounds:
 def base_model(config, sft_ckpt: dict, tok, rt):
     """The pretrained model SFT started from (out/base/model.pt, or the SFT run's --init_from checkpoint), frozen,
     and the demonstrations of its few-shot prompt; (None, None) if config.few_shot is 0 or there is none."""
-    init = sft_ckpt["config"].get("init_from", "")
-    path = init if init.endswith(".pt") else os.path.join(config.out_dir, "base", "model.pt")
+    path = base_checkpoint_path(sft_ckpt["config"].get("init_from", ""), config.out_dir)
     if not config.few_shot or not os.path.exists(path):
         if config.few_shot:
             print0(f"no base model at {path}: the report compares PPO with SFT only")

@@ -30,7 +30,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
+from minigpt_rlhf.checkpoint import (
+    base_checkpoint_path,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_mean,
@@ -369,8 +375,7 @@ def main(config: Config) -> dict:
     }
     if corpus_val is not None:
         result["corpus_val_loss"] = corpus_loss(model, corpus_val, model.config.block_size, autocast=rt.autocast)
-        base_path = config.init_from if config.init_from.endswith(".pt") else os.path.join(config.out_dir, "base",
-                                                                                             "model.pt")
+        base_path = base_checkpoint_path(config.init_from, config.out_dir)
         if os.path.exists(base_path):  # what SFT started from: how much of its language model SFT kept
             base = model_from_checkpoint(load_checkpoint(base_path, "base model checkpoint"), tok).to(rt.device)
             result["base_corpus_val_loss"] = corpus_loss(base, corpus_val, base.config.block_size,

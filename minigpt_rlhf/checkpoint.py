@@ -54,6 +54,12 @@ def atomic_save(obj, path: str | Path):
         raise
 
 
+def base_checkpoint_path(init_from: str, out_dir: str) -> str:
+    """The base model SFT started from: its --init_from checkpoint, else the one it pretrained, out/base/model.pt
+    (which may not exist, e.g. after --init_from=gpt2:/folder)."""
+    return init_from if init_from.endswith(".pt") else os.path.join(out_dir, "base", "model.pt")
+
+
 def save_checkpoint(path, model, tokenizer, config=None, **extra):
     model = unwrap(model)
     payload = {
