@@ -4,8 +4,8 @@ what `python -m minigpt_rlhf.world` runs) and larger corpora made by repeating i
     python bench/bench_bpe.py                   # the default vocabulary, then 2x and 4x the corpus
     python bench/bench_bpe.py --sizes=1 --vocab_size=4096
 
-Issue 2's target: the default vocabulary trains in under a minute on a 2-core CPU. The first row also
-checks that the trainer reproduces data/tokenizer.bpe exactly, so the time is that of the real thing.
+Reported per corpus size: megabytes, vocabulary size and seconds of training. The first row also checks that
+the trainer reproduces data/tokenizer.bpe exactly, so its time is that of the real thing.
 """
 
 from __future__ import annotations

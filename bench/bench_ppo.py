@@ -18,7 +18,7 @@ with --compile=True, through the same compiled modules, but times each part on i
 With out/sft/model.pt and out/rm/model.pt (after `python train_ppo.py` or train_sft + train_rm) the models are
 the trained ones, so responses have their real lengths; without them, randomly initialised models of the
 preset's shape, whose responses rarely emit EOS (so generation runs the full max_new_tokens: an upper bound).
-The target of issue 6: generation at most half the iteration time. Timings are medians over --iterations,
+Reported: each part's seconds and share of the iteration. Timings are medians over --iterations,
 after one untimed warm-up iteration (its time, torch.compile's included, is printed too); the foreign-load
 column says how busy the rest of the machine was.
 

@@ -3,18 +3,19 @@
     python bench/rm_data.py --out_dir=out                                   # needs out/sft/model.pt
     python bench/rm_data.py --out_dir=out --sizes=500,1000,2000,4000 --ppo  # + a PPO run on each RM
 
-The default run's RM is trained on ~1000 prompts' comparisons, which the 10-minute laptop budget pays for;
-this measures what more would buy (README: the RM is the bottleneck of the pipeline).
+The default run's RM is trained on ~1000 prompts' comparisons; this measures what more would buy: the RM's
+held-out accuracy against the labels and against the gold order per training-set size, and with --ppo the gold
+win rate of PPO against each RM.
 
 Prompts: the world generator is run again with a larger RM split of --pool prompts. Each family draws its
 prompts from its own seeded stream, so the first 1200 are exactly data/rm_prompts.jsonl; prompts that are also
 in data/ppo_prompts.jsonl are dropped (eval and SFT prompts are kept out by the generator itself).
 Comparisons are collected once from the SFT model with train_rm.py's defaults (`collect_comparisons`: K in
 [4, 9] distinct samples, the simulated labeler calibrated to 72.6 % agreement). A fixed set of --n_val
-prompts is held out; each RM is trained by `train_rm.main` (the default recipe: 1 epoch, 4 prompts per step,
-normalised) on the first N of the other prompts, so the training sets are nested, and evaluated on the same
-held-out comparisons (`--val_comparisons`). With --ppo, `train_ppo.main` (the default config) then runs on
-that RM and the SFT model, and reports the gold win rate on the held-out evaluation prompts.
+prompts is held out; each RM is trained by `train_rm.main` (train_rm.py's default Config: up to 6 epochs with
+early stopping, 4 prompts per step, normalised) on the first N of the other prompts, so the training sets are
+nested, and evaluated on the same held-out comparisons (`--val_comparisons`). With --ppo, `train_ppo.main` (the
+default config) then runs on that RM and the SFT model, and reports the gold win rate on the held-out prompts.
 
 Everything is written under --work_dir: comparisons, one folder per size (sft/ is a copy, rm/, ppo/), and
 results.json.
