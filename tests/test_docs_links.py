@@ -3,7 +3,8 @@
 Conventions the docs follow, and what is checked for each (by parsing the Python files with ast, not by
 searching their text):
 
-- a link to a repository file, ``[text](../minigpt_rlhf/ppo.py)``: the file exists;
+- a link to a repository file, ``[text](../minigpt_rlhf/ppo.py)``: the file exists; with ``#anchor``, a markdown
+  file has a heading with that anchor (GitHub's rule: lower case, punctuation dropped, spaces to hyphens);
 - a link whose text is one name in backticks, ``[`gae`](../minigpt_rlhf/ppo.py)``: the file defines it
   (a function, class or module-level assignment; ``Class.method`` for a method; ``train_rm.main`` may repeat
   the module's name; ``generate(...)`` may show a call);
@@ -50,6 +51,17 @@ def definitions(path: Path) -> frozenset[str]:
 
 
 @lru_cache(maxsize=None)
+def anchors(path: Path) -> frozenset[str]:
+    """The anchors GitHub gives the headings of a markdown file."""
+    found, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and (m := re.match(r"#{1,6}\s+(.*)", line)):
+            found.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    return frozenset(found)
+
+
+@lru_cache(maxsize=None)
 def all_tests() -> frozenset[str]:
     return frozenset(n for p in (ROOT / "tests").glob("test_*.py") for n in definitions(p) if n.startswith("test_"))
 
@@ -76,12 +88,15 @@ def problems(text: str, doc: Path) -> list[str]:
     for lineno, line in enumerate(text.splitlines(), 1):
         where = f"{doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc}:{lineno}"
         for label, target in LINK.findall(line):
-            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"^[a-z]+:", target):
                 continue
-            path = (doc.parent / target.split("#")[0]).resolve()
+            file, _, anchor = target.partition("#")
+            path = (doc.parent / file).resolve() if file else doc
             if not path.exists():
                 found.append(f"{where}: link to a missing file {target}")
                 continue
+            if anchor and path.suffix == ".md" and anchor not in anchors(path):
+                found.append(f"{where}: {path.name} has no heading #{anchor}")
             span = re.fullmatch(r"`([^`]+)`", label.strip())
             if span and not re.search(r"[/\\]|\.(?:py|md|sh|jsonl|txt|png)$", span.group(1)):
                 if (err := check_name(path, span.group(1))) is not None:
@@ -116,9 +131,10 @@ def test_the_tutorial_links_to_code_and_to_tests():
 def test_the_checker_reports_wrong_names_and_files():
     doc = ROOT / "docs" / "tutorial.md"
     good = ("[`gae`](../minigpt_rlhf/ppo.py) [`Block.forward`](../minigpt_rlhf/model.py) "
-            "`tests/test_ppo_math.py::test_gae_hand_worked_three_tokens` `bench/bench_ppo.py`")
+            "`tests/test_ppo_math.py::test_gae_hand_worked_three_tokens` `bench/bench_ppo.py` "
+            "[x](../README.md#quickstart) [y](#4-ppo)")
     assert problems(good, doc) == []
     bad = ("[`gae_wrong`](../minigpt_rlhf/ppo.py) [`Block.backward`](../minigpt_rlhf/model.py) "
            "[x](../minigpt_rlhf/nothing.py) `tests/test_ppo_math.py::test_nothing` `test_nothing_either` "
-           "`bench/nothing.py`")
-    assert len(problems(bad, doc)) == 6
+           "`bench/nothing.py` [y](../README.md#no-such-heading)")
+    assert len(problems(bad, doc)) == 7
