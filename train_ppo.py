@@ -40,6 +40,7 @@ from minigpt_rlhf import ppo
 from minigpt_rlhf.checkpoint import (
     base_checkpoint_path,
     load_checkpoint,
+    load_model,
     model_from_checkpoint,
     save_checkpoint,
     unwrap,
@@ -72,6 +73,7 @@ from minigpt_rlhf.evaluate import compare_models, format_comparison, rm_report
 from minigpt_rlhf.inputs import check_ppo_inputs
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.losses import lm_loss
+from minigpt_rlhf.model import configure_optimizer
 from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
 from minigpt_rlhf.resume import (
     Stopper,
@@ -185,24 +187,6 @@ def ensure_upstream(config: Config):
     return sft_path, rm_path, resumed
 
 
-def frozen(model):
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def no_dropout(model):
-    """Dropout off in all four models: otherwise the ratio is not 1 on the first minibatch (tests/test_ppo_loop.py)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        if hasattr(m, "dropout") and isinstance(m.dropout, float):
-            m.dropout = 0.0
-    model.config.dropout = 0.0
-    return model.eval()
-
-
 class Rounds:
     """Iterated RLHF (Ouyang et al. 2022, sec. 3.1: steps 2 and 3 "can be iterated continuously"). Before each
     round after the first, the current policy samples K responses for `round_prompts` of the RM's training
@@ -265,9 +249,7 @@ class Rounds:
         new, self.temperature = train_rm.collect_comparisons(policy, self.tok, rows, cfg, self.rt, rng, self.labeler,
                                                              temperature=self.temperature)
         self.new += new
-        rm = copy.deepcopy(rm)
-        for p in rm.parameters():
-            p.requires_grad_(True)
+        rm = copy.deepcopy(rm).requires_grad_(True)
         train_acc = train_rm.train_more(rm, self.tok, self.train + self.new, self.config.round_rm_epochs,
                                         self.config.round_rm_lr, self.rm_config, self.rt, rng)
         train_rm.normalize(rm, self.tok, self.demos, new[:200] if self.rm_config.normalize_gain else None, self.rt)
@@ -280,7 +262,7 @@ class Rounds:
         print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy "
                + ", ".join(f"{k[len('rm_accuracy_'):].replace('_', ' ')} {v:.3f}" for k, v in stats.items()
                            if k.startswith("rm_accuracy")))
-        return frozen(rm), stats
+        return rm.eval().requires_grad_(False), stats
 
 
 def base_model(config, sft_ckpt: dict, tok, rt):
@@ -291,8 +273,7 @@ def base_model(config, sft_ckpt: dict, tok, rt):
         if config.few_shot:
             print0(f"no base model at {path}: the report compares PPO with SFT only")
         return None, None
-    base = frozen(model_from_checkpoint(load_checkpoint(path, "base model checkpoint"), tok, where=path,
-                                        dropout=0.0)).to(rt.device)
+    base = load_model(load_checkpoint(path, "base model checkpoint"), tok, path, rt.device)
     demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the base model's few-shot prompt"))
     return base, few_shot_demos(demos, config.few_shot, config.seed)
 
@@ -394,14 +375,14 @@ def main(config: Config) -> dict:
     sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py`.")
     rm_ckpt = load_checkpoint(rm_path, "reward model checkpoint", "Run `python train_rm.py`.")
     # four models: policy <- SFT, reference = SFT (frozen), RM (frozen), value <- RM (InstructGPT)
-    policy = no_dropout(model_from_checkpoint(sft_ckpt, tok, where=sft_path)).to(rt.device)
-    ref = frozen(no_dropout(model_from_checkpoint(sft_ckpt, tok, where=sft_path))).to(rt.device)
-    rm = frozen(no_dropout(model_from_checkpoint(rm_ckpt, tok, where=rm_path))).to(rt.device)
-    value_model = no_dropout(model_from_checkpoint(rm_ckpt, tok, where=rm_path)).to(rt.device)
+    policy = load_model(sft_ckpt, tok, sft_path, rt.device, trainable=True)
+    ref = load_model(sft_ckpt, tok, sft_path, rt.device)
+    rm = load_model(rm_ckpt, tok, rm_path, rt.device)
+    value_model = load_model(rm_ckpt, tok, rm_path, rt.device, trainable=True)
     banned = banned_token_ids(policy.config.vocab_size, tok.n_vocab, tok.pad_id, rt.device)
-    params = list(policy.parameters()) + list(value_model.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0,
-                                  **({"fused": True} if rt.device.type == "cuda" else {}))
+    # torch's default AdamW betas (not configure_optimizer's 0.95) and no weight decay
+    optimizer = configure_optimizer([policy, value_model], config.lr, betas=(0.9, 0.999), eps=config.adam_eps,
+                                    fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
     train_policy = maybe_compile(policy, config.compile, rt)

@@ -60,7 +60,7 @@ from minigpt_rlhf.inputs import check_rm_inputs
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.labeler import calibrate_temperature, rank_responses
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
-from minigpt_rlhf.model import swap_unembedding
+from minigpt_rlhf.model import configure_optimizer, swap_unembedding
 from minigpt_rlhf.resume import (
     Stopper,
     load_resume,
@@ -232,7 +232,7 @@ def train_more(rm, tok, comparisons: list[dict], epochs: int, lr: float, config,
     mean training-pair accuracy of the last epoch."""
     encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in comparisons]
     rankings = [c["ranking"] for c in comparisons]
-    optimizer = rm.configure_optimizer(lr, config.weight_decay, fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(rm, lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     params = [p for p in rm.parameters() if p.requires_grad]
     rm.train()
@@ -281,7 +281,7 @@ def main(config: Config) -> dict:
     tok = get_tokenizer(config.tokenizer)
     sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
     sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
-    sft = model_from_checkpoint(sft_ckpt, tok, where=sft_path).to(rt.device).eval()
+    sft = model_from_checkpoint(sft_ckpt, tok, where=sft_path, dropout=0.0).to(rt.device).eval()  # RM: no dropout
     rng = np.random.default_rng(config.seed)
     demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
 
@@ -324,13 +324,7 @@ def main(config: Config) -> dict:
 
     # ---- the reward model: the SFT model with its unembedding swapped for a scalar head ----
     rm = swap_unembedding(sft).to(rt.device)
-    for m in rm.modules():  # no dropout: the RM is evaluated as it is trained
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    rm.config.dropout = 0.0
-    for blk in rm.transformer.h:
-        blk.attn.dropout = 0.0
-    optimizer = rm.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(rm, config.lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     start = 0
     if config.resume:

@@ -56,7 +56,7 @@ from minigpt_rlhf.evaluate import corpus_loss, format_sft_report, sample_respons
 from minigpt_rlhf.inputs import check_sft_inputs
 from minigpt_rlhf.judge import resolve_judge
 from minigpt_rlhf.losses import lm_loss, sft_loss
-from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
+from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer, from_pretrained
 from minigpt_rlhf.resume import (
     Stopper,
     load_resume,
@@ -147,8 +147,7 @@ def build_base_model(config: Config, tok, rt) -> GPT:
 
 def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream | None, stopper, state=None) -> bool:
     """Next-token prediction on the corpus: the "GPT-3" of our world. Returns False if it stopped early."""
-    optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
-                                          fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(model, config.pretrain_lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     train_model = maybe_compile(model, config.compile, rt)
     if rt.ddp:
@@ -246,17 +245,12 @@ def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1, sca
 def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=None, corpus=None):
     """Supervised fine-tuning on the demonstrations. Returns (val loss before, val loss after), or None if it
     stopped early (the resume state is saved)."""
-    model.config.dropout = config.dropout
-    for m in model.modules():  # residual dropout for SFT (Ouyang et al. 2022, appendix C.1)
-        if isinstance(m, torch.nn.Dropout):
-            m.p = config.dropout
-        if hasattr(m, "dropout") and isinstance(m.dropout, float):
-            m.dropout = config.dropout
+    model.set_dropout(config.dropout)  # residual dropout for SFT (Ouyang et al. 2022, appendix C.1)
     train = SFTData(tok, train_rows, model.config.block_size)
     val = SFTData(tok, val_rows, model.config.block_size)
     if train.skipped:
         print0(f"skipped {train.skipped} demonstrations longer than the context ({model.config.block_size})")
-    optimizer = model.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(model, config.lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     train_model = maybe_compile(model, config.compile, rt)
     if rt.ddp:
