@@ -48,9 +48,9 @@ from minigpt_rlhf.checkpoint import (
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_grads,
-    all_reduce_mean,
     all_reduce_means,
     barrier,
+    check_finite,
     clip_and_step,
     compute_init,
     make_scaler,
@@ -68,6 +68,7 @@ from minigpt_rlhf.data import (
     few_shot_prompt,
     read_prompts,
     read_sft,
+    spread_subset,
 )
 from minigpt_rlhf.evaluate import compare_models, format_comparison, rm_report
 from minigpt_rlhf.inputs import check_ppo_inputs
@@ -314,11 +315,8 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
             block = unwrap(policy).config.block_size
             ptx_batch = corpus.batch(config.ptx_batch_size, block, rng) if ptx_coef > 0 else None
             loss, mb_stats = minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch)
-            finite = all_reduce_mean(float(torch.isfinite(loss)), rt) == 1.0  # every rank stops together
-            if not finite:
-                raise SystemExit(f"ppo: loss became {loss.item()} at iteration {iteration} (epoch {epoch}, "
-                                 f"minibatch {i // config.minibatch_size}); stopping (the last saved checkpoint "
-                                 "is left as it was). Try a lower learning rate.")
+            check_finite(loss, "ppo", f"at iteration {iteration} (epoch {epoch}, minibatch "
+                         f"{i // config.minibatch_size})", rt)  # every rank stops together
             scaler.scale(loss).backward()
             all_reduce_grads(params, rt)  # each rank sampled its own rollouts; average their gradients
             groups = [list(policy.parameters()), list(value_model.parameters())] if config.separate_grad_clip else None
@@ -397,8 +395,7 @@ def main(config: Config) -> dict:
         print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
     eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation"))
     eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
-    if config.max_eval_prompts:
-        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
     needs_corpus = "PPO-ptx (--ptx_coef > 0)" if config.ptx_coef > 0 else ""
     corpus = TokenStream(tok, data_file(config, "corpus", "corpus_train.txt", needs_corpus)) if needs_corpus else None
     corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")

@@ -42,6 +42,7 @@ from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_grads,
     all_reduce_mean,
+    check_finite,
     clip_and_step,
     compute_init,
     cosine_lr,
@@ -242,18 +243,12 @@ def train_more(rm, tok, comparisons: list[dict], epochs: int, lr: float, config,
             if len(b) < rt.world_size:
                 continue
             loss, acc = rm_step_loss(rm, encoded, rankings, b, tok.pad_id, rt, scaler)
-            check_finite(loss, "in a later RLHF round")
+            check_finite(loss, "rm", "in a later RLHF round")
             all_reduce_grads(params, rt)
             clip_and_step(optimizer, scaler, params, config.grad_clip)
             accs.append(acc)
     rm.eval()
     return float(np.mean(accs))
-
-
-def check_finite(loss: float, at: str):
-    if not np.isfinite(loss):
-        raise SystemExit(f"rm: loss became {loss} {at}; stopping (the last saved checkpoint is left as it was). "
-                         "Try a lower learning rate.")
 
 
 def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) -> tuple[float, float]:
@@ -355,7 +350,7 @@ def main(config: Config) -> dict:
         for step in bar:
             set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
             loss, accuracy = rm_step_loss(train_rm, encoded, rankings, batches[step], tok.pad_id, rt, scaler)
-            check_finite(loss, f"at step {step}")
+            check_finite(loss, "rm", f"at step {step}")
             clip_and_step(optimizer, scaler, rm.parameters(), config.grad_clip)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
             log.log(step=step, loss=loss, accuracy=accuracy)

@@ -40,6 +40,7 @@ from minigpt_rlhf.checkpoint import (
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_mean,
+    check_finite,
     clip_and_step,
     compute_init,
     cosine_lr,
@@ -51,7 +52,15 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import SFTData, TokenStream, data_file, length_grouped_order, read_prompts, read_sft
+from minigpt_rlhf.data import (
+    SFTData,
+    TokenStream,
+    data_file,
+    length_grouped_order,
+    read_prompts,
+    read_sft,
+    spread_subset,
+)
 from minigpt_rlhf.evaluate import corpus_loss, format_sft_report, sample_responses, sft_report
 from minigpt_rlhf.inputs import check_sft_inputs
 from minigpt_rlhf.judge import resolve_judge
@@ -166,7 +175,7 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         x, y = x.to(rt.device), y.to(rt.device)
         with rt.autocast():
             loss = lm_loss(train_model(x).float(), y)
-        check_finite(loss, step, "pretrain")
+        check_finite(loss, "pretrain", f"at step {step}")
         scaler.scale(loss).backward()
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -185,12 +194,6 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         save_checkpoint(os.path.join(config.out_dir, "base", "model.pt"), model, tok, config,
                         stage="base", step=config.pretrain_steps, val_loss=val_loss)
     return True
-
-
-def check_finite(loss, step, stage):
-    if not torch.isfinite(loss):
-        raise SystemExit(f"{stage}: loss became {loss.item()} at step {step}; stopping (the last saved "
-                         f"checkpoint is left as it was). Try a lower learning rate.")
 
 
 @torch.no_grad()
@@ -289,7 +292,7 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
             x, y = corpus.batch(config.corpus_mix_batch, model.config.block_size, rng)
             corpus_batch = (x[rt.rank:: rt.world_size], y[rt.rank:: rt.world_size])
         loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum, scaler, corpus_batch, config.corpus_mix)
-        check_finite(torch.tensor(loss), step, "sft")
+        check_finite(loss, "sft", f"at step {step}")
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         metrics = {"step": step, "loss": loss}
         if (step + 1) % config.eval_interval == 0 or step == config.sft_steps - 1:
@@ -325,8 +328,7 @@ def main(config: Config) -> dict:
     train_rows = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "SFT"))
     val_rows = read_sft(data_file(config, "sft_val", "sft_val.jsonl", "SFT's validation loss"))
     eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the held-out evaluation"))
-    if config.max_eval_prompts:
-        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows + val_rows])
     if config.batch_size % (config.grad_accum * rt.world_size):
         raise SystemExit(f"--batch_size={config.batch_size} must be a multiple of grad_accum x processes "
