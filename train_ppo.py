@@ -39,9 +39,9 @@ from tqdm import tqdm
 from minigpt_rlhf import ppo
 from minigpt_rlhf.checkpoint import (
     base_checkpoint_path,
+    check_checkpoint,
     load_checkpoint,
     load_model,
-    model_from_checkpoint,
     save_checkpoint,
     unwrap,
 )
@@ -76,15 +76,7 @@ from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.model import configure_optimizer
 from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
-from minigpt_rlhf.resume import (
-    Stopper,
-    load_resume,
-    remove_resume,
-    restore_training,
-    resume_path,
-    save_resume,
-    warn_config_changes,
-)
+from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
 from minigpt_rlhf.rollout import compute_advantages, entropy, make_rollout, policy_logprobs, value_estimates
 from minigpt_rlhf.sampling import banned_token_ids
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -183,6 +175,7 @@ def ensure_upstream(config: Config):
         print0(f"{path} not found: {'resuming' if cfg.resume else 'running'} {script.__name__}.py first "
                f"(preset {config.upstream_preset})")
         if script.main(cfg).get("interrupted"):
+            print0("stopped before PPO: `python train_ppo.py --resume=True` continues from there")
             return None
         barrier()  # rank 0 has written the checkpoint before any rank reads it
     return sft_path, rm_path, resumed
@@ -327,6 +320,38 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
     return out
 
 
+def read_inputs(config: Config, tok):
+    """The PPO prompts (encoded), the held-out prompts of the report, the corpus windows of PPO-ptx (if
+    ptx_coef > 0), the held-out corpus (if there is one) and the judge."""
+    rows = read_prompts(data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO"))
+    prompts, skipped = encode_prompts(tok, rows, config.max_prompt_len, "ppo_prompts.jsonl")
+    if skipped:
+        print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
+    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation"))
+    eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
+    needs_corpus = "PPO-ptx (--ptx_coef > 0)" if config.ptx_coef > 0 else ""
+    corpus = TokenStream(tok, data_file(config, "corpus", "corpus_train.txt", needs_corpus)) if needs_corpus else None
+    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
+    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
+    judge = resolve_judge(config.judge, [r["prompt"] for r in rows + eval_rows])
+    return prompts, eval_rows, corpus, corpus_val, judge
+
+
+def resume_ppo(config: Config, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer, scaler, rng, gen) -> int:
+    """Load out/ppo/resume.pt into the models, KL controller, RLHF rounds, optimizer and random streams;
+    returns the iteration to continue from."""
+    state = load_resume(config, "ppo", rt)
+    check_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))
+    policy.load_state_dict(state["model"])
+    value_model.load_state_dict(state["value_model"])
+    kl_ctl.load_state_dict(state["kl_ctl"])
+    rounds.load_state(rm, state)
+    start = restore_training(state, rt, optimizer, scaler, rng, gen)
+    print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
+    return start
+
+
 def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, rt) -> dict:
     """What each iteration logs, as means over the rollouts of ALL ranks (every rank has the same number).
     gold: the judge's scores of the rollouts (None without a judge)."""
@@ -340,12 +365,12 @@ def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, r
     if gold is not None:
         local["gold_score"] = float(np.mean(gold))  # logged only, never used for training
     return {
-        # these four are all-rank statistics already (ppo.masked_mean / explained_variance all-reduce)
-        "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float())),  # nan if no response ended
+        "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float(), all_ranks=True)),  # nan if none ended
         # the KL for the controller: mean over rollouts of the per-sequence SUM of k1
-        "kl": float(ppo.masked_mean(r.kl.sum(1), ones)),
-        "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1), ones)),
-        "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask)),
+        "kl": float(ppo.masked_mean(r.kl.sum(1), ones, all_ranks=True)),
+        "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1), ones,
+                                       all_ranks=True)),
+        "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask, all_ranks=True)),
         "kl_coef": kl_ctl.value,
         **all_reduce_means(local, rt),
     }
@@ -360,12 +385,59 @@ def decode_responses(r, tok):
     return texts
 
 
+def show_progress(bar, metrics: dict, it: int, batch, texts, gold, config: Config, rt):
+    """The progress bar's RM score, KL, EOS rate (and gold score); every sample_every iterations a response."""
+    shown = dict(rm=f"{metrics['rm_score']:.2f}", kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
+    if gold is not None:
+        shown["gold"] = f"{metrics['gold_score']:.3f}"
+    bar.set_postfix(**shown)
+    if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
+        judged = f"  (gold {gold[0]:.2f})" if gold else ""
+        tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}{judged}")
+
+
+def save_policy(config: Config, rt, policy, tok, step: int, **extra):
+    """out/ppo/model.pt: the policy, for sampling, with the stage's extra state (value model, KL controller)."""
+    if rt.master:
+        save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo", step=step,
+                        **extra)
+
+
+def report(config: Config, tok, rt, policy, ref, rm, base, base_demos, eval_rows, judge, corpus_val, t0: float,
+           train_time: float) -> dict:
+    """PPO against SFT (and the base model prompted few-shot, the paper's "GPT-3 prompted") on held-out prompts,
+    by RM score, KL and the judge (if any): printed, and written to out/ppo/eval.json."""
+    models, encoders = {"sft": ref, "ppo": policy}, {}
+    if base is not None:
+        models = {"base": base, **models}
+        room = base.config.block_size - config.max_new_tokens
+        encoders["base"] = lambda prompt: few_shot_prompt(tok, prompt, base_demos, room)
+    result, samples = compare_models(models, tok, eval_rows, reference="sft", candidate="ppo", judge=judge, rm=rm,
+                                     max_new_tokens=config.max_new_tokens, temperature=config.eval_temperature,
+                                     samples_per_prompt=config.samples_per_prompt, seed=1,
+                                     no_eos_score=config.no_eos_penalty, corpus_val=corpus_val, runtime=rt,
+                                     prompt_encoders=encoders, ideal=judge.ideal_of if judge is not None else None)
+    result.update(train_time_s=train_time, wall_time_s=time.time() - t0, config=asdict(config))
+    if rt.master:
+        print(format_comparison(result, samples, reference="sft", candidate="ppo"))
+        print(f"wall time {result['wall_time_s']:.0f}s")
+        write_json(os.path.join(config.out_dir, "ppo", "eval.json"), result)
+    return result
+
+
+def write_overoptimization(config: Config, rt):
+    """Gold and RM score of the rollouts against sqrt(KL): data always, a picture with matplotlib."""
+    if rt.master:
+        curve = overoptimization_data(os.path.join(config.out_dir, "ppo", "log.jsonl"))
+        write_json(os.path.join(config.out_dir, "ppo", "overoptimization.json"), curve)
+        plot_overoptimization(curve, os.path.join(config.out_dir, "ppo", "overoptimization.png"))
+
+
 def main(config: Config) -> dict:
     t0 = time.time()
     check_ppo_inputs(config)  # every file this run reads (eval_prompts.jsonl only at the end), before any work
     upstream = ensure_upstream(config)
     if upstream is None:
-        print0("stopped before PPO: `python train_ppo.py --resume=True` continues from there")
         return {"interrupted": True, "iterations_done": 0}
     sft_path, rm_path, resumed_upstream = upstream
     rt = compute_init(config.device, config.dtype, config.seed)
@@ -386,21 +458,8 @@ def main(config: Config) -> dict:
     train_policy = maybe_compile(policy, config.compile, rt)
     train_value = maybe_compile(value_model, config.compile, rt)
     rounds = Rounds(config, rm_ckpt, tok, rt)
-    kl_ctl = (ppo.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target > 0
-              else ppo.FixedKLController(config.kl_coef))
-
-    rows = read_prompts(data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO"))
-    prompts, skipped = encode_prompts(tok, rows, config.max_prompt_len, "ppo_prompts.jsonl")
-    if skipped:
-        print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
-    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation"))
-    eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
-    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
-    needs_corpus = "PPO-ptx (--ptx_coef > 0)" if config.ptx_coef > 0 else ""
-    corpus = TokenStream(tok, data_file(config, "corpus", "corpus_train.txt", needs_corpus)) if needs_corpus else None
-    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
-    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
-    judge = resolve_judge(config.judge, [r["prompt"] for r in rows + eval_rows])
+    kl_ctl = ppo.kl_controller(config.kl_coef, config.kl_target, config.kl_horizon)
+    prompts, eval_rows, corpus, corpus_val, judge = read_inputs(config, tok)
     base, base_demos = base_model(config, sft_ckpt, tok, rt)
     rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
     gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
@@ -408,31 +467,21 @@ def main(config: Config) -> dict:
     start = 0
     # --resume=True resumes PPO itself, unless it only had to resume an upstream stage and PPO never started
     if config.resume and (os.path.exists(resume_path(config.out_dir, "ppo")) or not resumed_upstream):
-        state = load_resume(config.out_dir, "ppo", rt)
-        model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))  # checks tokenizer + shapes
-        policy.load_state_dict(state["model"])
-        value_model.load_state_dict(state["value_model"])
-        kl_ctl.load_state_dict(state["kl_ctl"])
-        rounds.load_state(rm, state)
-        start = restore_training(state, rt, optimizer, scaler, rng, gen)
-        print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
-        warn_config_changes(state, config, print0)
+        start = resume_ppo(config, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer, scaler, rng, gen)
 
     log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master, resume_step=start or None)
     print0(f"PPO: {config.iterations} iterations x {config.rollout_batch_size} rollouts, "
            f"{len(prompts)} prompts; beta {config.kl_coef}, ptx_coef {config.ptx_coef}")
     bar = tqdm(range(start, config.iterations), desc="ppo", disable=not rt.master, initial=start,
                total=config.iterations)
-    stopper = Stopper(config.stop_at, rt)
-    with stopper:
+    with Stopper(config, rt, "ppo", tok) as stopper:
         for it in bar:
             t_it = time.time()
             if rounds.starts_at(it):
                 rm, round_stats = rounds.step(rm, policy, it, rng)
                 log.log(iteration=it, **round_stats)
             batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
-            # sampled by the plain policy; old log-probs and values from the modules the update runs through,
-            # so that with --compile the ratio's two sides come from the same kernels (tests/test_cuda.py)
+            # sampled by the plain policy, scored by the modules the update runs through (make_rollout)
             r = make_rollout(policy, ref, rm, train_value, [b["ids"] for b in batch], tok, config.max_new_tokens,
                              config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen,
                              rt.autocast, score_policy=train_policy)
@@ -449,53 +498,20 @@ def main(config: Config) -> dict:
                            rollout_time_frac=t_rollout / seconds)
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             log.log(**metrics)
-            shown = dict(rm=f"{metrics['rm_score']:.2f}", kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
-            if gold is not None:
-                shown["gold"] = f"{metrics['gold_score']:.3f}"
-            bar.set_postfix(**shown)
-            if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
-                judged = f"  (gold {gold[0]:.2f})" if gold else ""
-                tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}{judged}")
-            save, stop = stopper.after_step(it + 1, config.iterations, config.save_interval)
-            if save:
-                save_resume(config.out_dir, "ppo", rt, policy, tok, config, optimizer, scaler, it + 1, rng, gen,
-                            value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
-            if stop:
-                if rt.master:  # the policy so far, for sampling; --resume=True continues the run
-                    save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config,
-                                    stage="ppo", step=it + 1, value_model=value_model.state_dict())
+            show_progress(bar, metrics, it, batch, texts, gold, config, rt)
+            if stopper.after_step(it + 1, config.iterations, policy, optimizer, scaler, rng, gen,
+                                  value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(),
+                                  **rounds.state(rm)):
+                save_policy(config, rt, policy, tok, it + 1, value_model=value_model.state_dict())
                 print0(f"stopped after iteration {it + 1}: policy saved; resume with --resume=True")
                 return {"interrupted": True, "iterations_done": it + 1}
-    if rt.master:
-        save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo",
-                        step=config.iterations, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict(),
-                        **rounds.state(rm))
+    save_policy(config, rt, policy, tok, config.iterations, kl_ctl=kl_ctl.state_dict(),
+                value_model=value_model.state_dict(), **rounds.state(rm))
     remove_resume(config.out_dir, "ppo", rt)
     train_time = time.time() - t0
-    if rt.master:  # gold and RM score of the rollouts against sqrt(KL): data always, a picture with matplotlib
-        curve = overoptimization_data(os.path.join(config.out_dir, "ppo", "log.jsonl"))
-        write_json(os.path.join(config.out_dir, "ppo", "overoptimization.json"), curve)
-        plot_overoptimization(curve, os.path.join(config.out_dir, "ppo", "overoptimization.png"))
+    write_overoptimization(config, rt)
 
-    # ---- evaluation: PPO against SFT on held-out prompts, by RM score, KL and the judge (if any) ----
-    # ---- evaluation: PPO against SFT (and the base model prompted few-shot, the paper's "GPT-3 prompted") on
-    # held-out prompts, by RM score, KL and the judge (if any) ----
-    models, encoders = {"sft": ref, "ppo": policy}, {}
-    if base is not None:
-        models = {"base": base, **models}
-        room = base.config.block_size - config.max_new_tokens
-        encoders["base"] = lambda prompt: few_shot_prompt(tok, prompt, base_demos, room)
-    result, samples = compare_models(models, tok, eval_rows, reference="sft", candidate="ppo", judge=judge, rm=rm,
-                                     max_new_tokens=config.max_new_tokens, temperature=config.eval_temperature,
-                                     samples_per_prompt=config.samples_per_prompt, seed=1,
-                                     no_eos_score=config.no_eos_penalty, corpus_val=corpus_val, runtime=rt,
-                                     prompt_encoders=encoders, ideal=judge.ideal_of if judge is not None else None)
-    result.update(train_time_s=train_time, wall_time_s=time.time() - t0, config=asdict(config))
-    if rt.master:
-        print(format_comparison(result, samples, reference="sft", candidate="ppo"))
-        print(f"wall time {result['wall_time_s']:.0f}s")
-        write_json(os.path.join(config.out_dir, "ppo", "eval.json"), result)
-    return result
+    return report(config, tok, rt, policy, ref, rm, base, base_demos, eval_rows, judge, corpus_val, t0, train_time)
 
 
 if __name__ == "__main__":

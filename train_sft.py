@@ -66,15 +66,7 @@ from minigpt_rlhf.inputs import check_sft_inputs
 from minigpt_rlhf.judge import resolve_judge
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer, from_pretrained
-from minigpt_rlhf.resume import (
-    Stopper,
-    load_resume,
-    remove_resume,
-    restore_training,
-    resume_path,
-    save_resume,
-    warn_config_changes,
-)
+from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
 from minigpt_rlhf.tokenizer import get_tokenizer
 
 
@@ -180,11 +172,7 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         log.log(step=step, loss=loss.item())
-        save, stop = stopper.after_step(step + 1, config.pretrain_steps, config.save_interval)
-        if save:
-            save_resume(config.out_dir, "sft", rt, model, tok, config, optimizer, scaler, step + 1, rng,
-                        phase="pretrain")
-        if stop:
+        if stopper.after_step(step + 1, config.pretrain_steps, model, optimizer, scaler, rng, phase="pretrain"):
             print0(f"stopped after pretraining step {step + 1}: resume with --resume=True")
             return False
     val_loss = corpus_loss(model, val, T, autocast=rt.autocast) if val is not None else float("nan")
@@ -300,11 +288,8 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
             metrics["val_loss"] = val_loss
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")
         log.log(**metrics)
-        save, stop = stopper.after_step(step + 1, config.sft_steps, config.save_interval, offset)
-        if save:
-            save_resume(config.out_dir, "sft", rt, model, tok, config, optimizer, scaler, step + 1, rng,
-                        phase="sft", order=torch.from_numpy(order), pos=pos, val_loss0=val_loss0)
-        if stop:
+        if stopper.after_step(step + 1, config.sft_steps, model, optimizer, scaler, rng, offset=offset, phase="sft",
+                              order=torch.from_numpy(order), pos=pos, val_loss0=val_loss0):
             print0(f"stopped after SFT step {step + 1}: resume with --resume=True")
             return None
     model.eval()
@@ -337,16 +322,15 @@ def main(config: Config) -> dict:
     if config.corpus_mix > 0 and config.corpus_mix_batch % rt.world_size:
         raise SystemExit(f"--corpus_mix_batch={config.corpus_mix_batch} must be a multiple of the number of "
                          f"processes ({rt.world_size})")
-    state = load_resume(config.out_dir, "sft", rt) if config.resume else None
+    state = load_resume(config, "sft", rt) if config.resume else None
     if state is not None:  # the model as it was saved; the rest of the config comes from this command line
         model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
         print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
-        warn_config_changes(state, config, print0)
     else:
         model = build_base_model(config, tok, rt).to(rt.device)
     print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
            f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
-    with Stopper(config.stop_at, rt) as stopper:
+    with Stopper(config, rt, "sft", tok) as stopper:
         if not config.init_from and (state is None or state["phase"] == "pretrain"):
             if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
                 return {"interrupted": True, "phase": "pretrain"}

@@ -145,7 +145,7 @@ def check_finite(loss, stage: str, at: str, runtime: Runtime | None = None):
     """Stop the run with a clear message if the loss is inf or nan, before it reaches the weights (the last saved
     checkpoint stays as it was). With a distributed `runtime` the decision is all-reduced, so that every rank
     stops together (a rank that left alone would hang the others in their next all-reduce)."""
-    value = float(loss)
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     finite = math.isfinite(value)
     if runtime is not None:
         finite = all_reduce_mean(float(finite), runtime) == 1.0

@@ -375,3 +375,8 @@ class AdaptiveKLController:
         self.value = float(state["value"])
         self.target = float(state.get("target", self.target))
         self.horizon = float(state.get("horizon", self.horizon))
+
+
+def kl_controller(kl_coef: float, target: float = 0.0, horizon: float = 10000.0):
+    """The adaptive controller when a KL target is given (target > 0), else the fixed coefficient."""
+    return AdaptiveKLController(kl_coef, target, horizon) if target > 0 else FixedKLController(kl_coef)
