@@ -18,13 +18,13 @@ from minigpt_rlhf.ppo import (
     gae,
     k3_kl,
     kl_penalized_rewards,
-    last_token_index,
     masked_mean,
     masked_var,
     masked_whiten,
     policy_loss,
     value_loss,
 )
+from minigpt_rlhf.reward import last_token_index
 
 # ----------------------------------------------------------------------------------------------------
 # rewards
