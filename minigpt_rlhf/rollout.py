@@ -135,5 +135,5 @@ def compute_advantages(r: Rollout, kl_coef: float, gamma: float, lam: float, whi
     of the whole batch (all ranks)."""
     r.rewards, r.kl = ppo.kl_penalized_rewards(r.logprobs, r.ref_logprobs, r.scores, r.response_mask, kl_coef)
     advantages, r.returns = ppo.gae(r.rewards, r.values, r.response_mask, gamma, lam)
-    r.advantages = ppo.masked_whiten(advantages, r.response_mask) if whiten else advantages
+    r.advantages = ppo.masked_whiten(advantages, r.response_mask, all_ranks=True) if whiten else advantages
     return r
