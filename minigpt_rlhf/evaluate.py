@@ -37,7 +37,8 @@ def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperat
     (bench/RESULTS.md).
 
     With a distributed `runtime` (common.Runtime under torchrun) the rows are sharded: rank r samples rows
-    r, r + W, ... with seed + r, and every rank gets all the samples back in the original order."""
+    r, r + W, ... with seed + r, and every rank gets all the samples back in the original order.
+    greedy and drop_finished are passed to `generate` (drop_finished=False: bench/bench_collect.py only)."""
     if runtime is not None and runtime.ddp:
         mine = sample_responses(model, tok, rows[runtime.rank:: runtime.world_size], max_new_tokens,
                                 temperature, batch_size, seed + runtime.rank, greedy, drop_finished=drop_finished,

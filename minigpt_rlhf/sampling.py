@@ -93,10 +93,13 @@ def generate(
     drop_finished: bool = True,
 ) -> Samples:
     """Sample responses for a batch of prompts of different lengths (left-padded together). Each row stops
-    independently at EOS and is padded after it. With use_cache=False every step recomputes the whole
-    sequence (the slow baseline that bench/bench_generate.py compares with). With drop_finished=False the
-    rows that have ended stay in the batch to the last step (bench/bench_collect.py compares). The returned
-    tensors are ordinary tensors (not inference-mode ones): they can be used under autograd and edited in place."""
+    independently at EOS and is padded after it. The returned tensors are ordinary tensors (not inference-mode
+    ones): they can be used under autograd and edited in place.
+
+    Two switches exist for checks and benchmarks only; training and evaluation keep their defaults:
+    use_cache=False recomputes the whole sequence at every step (the reference the KV-cache tests compare
+    with, tests/test_sampling.py, and bench/bench_generate.py's baseline); drop_finished=False keeps the rows
+    that have ended in the batch to the last step (bench/bench_collect.py measures what dropping them saves)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)  # (B, P)
