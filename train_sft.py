@@ -33,6 +33,7 @@ from tqdm import tqdm
 from minigpt_rlhf.checkpoint import (
     base_checkpoint_path,
     load_checkpoint,
+    load_model,
     model_from_checkpoint,
     save_checkpoint,
     unwrap,
@@ -299,11 +300,9 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
     return val_loss0, val_loss
 
 
-def main(config: Config) -> dict:
-    t0 = time.time()
-    check_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
-    rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
+def read_inputs(config: Config, tok):
+    """The corpus (to pretrain on, or to mix into SFT), the held-out corpus (if there is one), the training and
+    held-out demonstrations, the held-out prompts sampled at the end, and the judge."""
     needs_corpus = "pretraining (no --init_from)" if not config.init_from else (
         f"--corpus_mix={config.corpus_mix}, which --corpus_mix=0 turns off," if config.corpus_mix > 0 else "")
     corpus_path = data_file(config, "corpus", "corpus_train.txt", needs_corpus)
@@ -315,33 +314,24 @@ def main(config: Config) -> dict:
     eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the held-out evaluation"))
     eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows + val_rows])
+    return corpus, corpus_val, train_rows, val_rows, eval_rows, judge
+
+
+def check_batch_split(config: Config, rt):
+    """A step's demonstrations and corpus windows must split evenly over micro-steps and processes."""
     if config.batch_size % (config.grad_accum * rt.world_size):
         raise SystemExit(f"--batch_size={config.batch_size} must be a multiple of grad_accum x processes "
                          f"({config.grad_accum} x {rt.world_size})")
-
     if config.corpus_mix > 0 and config.corpus_mix_batch % rt.world_size:
         raise SystemExit(f"--corpus_mix_batch={config.corpus_mix_batch} must be a multiple of the number of "
                          f"processes ({rt.world_size})")
-    state = load_resume(config, "sft", rt) if config.resume else None
-    if state is not None:  # the model as it was saved; the rest of the config comes from this command line
-        model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
-        print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
-    else:
-        model = build_base_model(config, tok, rt).to(rt.device)
-    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
-           f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
-    with Stopper(config, rt, "sft", tok) as stopper:
-        if not config.init_from and (state is None or state["phase"] == "pretrain"):
-            if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
-                return {"interrupted": True, "phase": "pretrain"}
-            state = None
-        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state, corpus)
-        if losses is None:
-            return {"interrupted": True, "phase": "sft"}
-    val_loss0, val_loss = losses
-    remove_resume(config.out_dir, "sft", rt)
 
-    # ---- evaluation on held-out prompts: validation loss, samples, and their judge scores if there is a judge ----
+
+def report(config: Config, model, tok, rt, eval_rows, val_rows, judge, corpus_val, val_loss0: float,
+           val_loss: float, t0: float) -> dict:
+    """SFT on held-out prompts: validation loss, samples and their judge scores (if there is a judge), and the
+    corpus loss of the base model and of SFT (how much of its language model SFT kept); printed, and written
+    to out/sft/eval.json."""
     samples = sample_responses(unwrap(model), tok, eval_rows, config.max_new_tokens, config.eval_temperature,
                                seed=config.seed, runtime=rt)
     result = {
@@ -356,14 +346,43 @@ def main(config: Config) -> dict:
     if corpus_val is not None:
         result["corpus_val_loss"] = corpus_loss(model, corpus_val, model.config.block_size, autocast=rt.autocast)
         base_path = base_checkpoint_path(config.init_from, config.out_dir)
-        if os.path.exists(base_path):  # what SFT started from: how much of its language model SFT kept
-            base = model_from_checkpoint(load_checkpoint(base_path, "base model checkpoint"), tok).to(rt.device)
+        if os.path.exists(base_path):
+            base = load_model(load_checkpoint(base_path, "base model checkpoint"), tok, base_path, rt.device)
             result["base_corpus_val_loss"] = corpus_loss(base, corpus_val, base.config.block_size,
                                                          autocast=rt.autocast)
     if rt.master:
         print(format_sft_report(result, samples))
         write_json(os.path.join(config.out_dir, "sft", "eval.json"), result)
     return result
+
+
+def main(config: Config) -> dict:
+    t0 = time.time()
+    check_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
+    rt = compute_init(config.device, config.dtype, config.seed)
+    tok = get_tokenizer(config.tokenizer)
+    corpus, corpus_val, train_rows, val_rows, eval_rows, judge = read_inputs(config, tok)
+    check_batch_split(config, rt)
+    state = load_resume(config, "sft", rt) if config.resume else None
+    if state is not None:  # the model as it was saved; the rest of the config comes from this command line
+        model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
+        print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
+    else:
+        model = build_base_model(config, tok, rt).to(rt.device)
+    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
+           f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
+
+    with Stopper(config, rt, "sft", tok) as stopper:
+        if not config.init_from and (state is None or state["phase"] == "pretrain"):
+            if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
+                return {"interrupted": True, "phase": "pretrain"}
+            state = None
+        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state, corpus)
+        if losses is None:
+            return {"interrupted": True, "phase": "sft"}
+    val_loss0, val_loss = losses
+    remove_resume(config.out_dir, "sft", rt)
+    return report(config, model, tok, rt, eval_rows, val_rows, judge, corpus_val, val_loss0, val_loss, t0)
 
 
 if __name__ == "__main__":
