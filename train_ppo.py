@@ -376,6 +376,14 @@ def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, r
     }
 
 
+def throughput(metrics: dict, rollout_batch_size: int, t_it: float, t_rollout: float) -> dict:
+    """Response tokens sampled per second of the iteration (started at t_it), and the share of it spent on
+    rollouts (t_rollout seconds)."""
+    seconds = time.time() - t_it
+    return {"tokens_per_s": metrics["response_len"] * rollout_batch_size / seconds,
+            "rollout_time_frac": t_rollout / seconds}
+
+
 def decode_responses(r, tok):
     texts = []
     for i in range(r.tokens.size(0)):
@@ -394,6 +402,12 @@ def show_progress(bar, metrics: dict, it: int, batch, texts, gold, config: Confi
     if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
         judged = f"  (gold {gold[0]:.2f})" if gold else ""
         tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}{judged}")
+
+
+def training_state(value_model, kl_ctl, rounds, rm) -> dict:
+    """What PPO saves besides the policy: the value model, the KL controller, and the RLHF rounds' RM and
+    comparisons (with --rounds > 1)."""
+    return dict(value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
 
 
 def save_policy(config: Config, rt, policy, tok, step: int, **extra):
@@ -493,20 +507,16 @@ def main(config: Config) -> dict:
             gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
                                                for b, t, e in zip(batch, texts, r.ended)]
             metrics = iteration_metrics(r, gold, kl_ctl, stats, rt)
-            seconds = time.time() - t_it
-            metrics.update(iteration=it, tokens_per_s=metrics["response_len"] * config.rollout_batch_size / seconds,
-                           rollout_time_frac=t_rollout / seconds)
+            metrics.update(iteration=it, **throughput(metrics, config.rollout_batch_size, t_it, t_rollout))
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             log.log(**metrics)
             show_progress(bar, metrics, it, batch, texts, gold, config, rt)
             if stopper.after_step(it + 1, config.iterations, policy, optimizer, scaler, rng, gen,
-                                  value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(),
-                                  **rounds.state(rm)):
+                                  **training_state(value_model, kl_ctl, rounds, rm)):
                 save_policy(config, rt, policy, tok, it + 1, value_model=value_model.state_dict())
                 print0(f"stopped after iteration {it + 1}: policy saved; resume with --resume=True")
                 return {"interrupted": True, "iterations_done": it + 1}
-    save_policy(config, rt, policy, tok, config.iterations, kl_ctl=kl_ctl.state_dict(),
-                value_model=value_model.state_dict(), **rounds.state(rm))
+    save_policy(config, rt, policy, tok, config.iterations, **training_state(value_model, kl_ctl, rounds, rm))
     remove_resume(config.out_dir, "ppo", rt)
     train_time = time.time() - t0
     write_overoptimization(config, rt)
