@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint
+from minigpt_rlhf.checkpoint import load_checkpoint, load_model
 from minigpt_rlhf.common import pick_device, run_script
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import DataError, encode_prompt, read_prompts, read_sft
@@ -97,7 +97,7 @@ def load_models(config: Config, device) -> tuple[dict, set, object, object]:
 def build(ckpt: dict, tok, path: str, device):
     """The checkpoint's model in eval mode, with a clear error if it was trained with another tokenizer."""
     try:
-        return model_from_checkpoint(ckpt, tok, where=path, dropout=0.0).to(device).eval()
+        return load_model(ckpt, tok, path, device)
     except ValueError as e:  # the tokenizer check
         raise SystemExit(f"sample.py: {e}") from None
 

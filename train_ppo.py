@@ -39,17 +39,18 @@ from tqdm import tqdm
 from minigpt_rlhf import ppo
 from minigpt_rlhf.checkpoint import (
     base_checkpoint_path,
+    check_checkpoint,
     load_checkpoint,
-    model_from_checkpoint,
+    load_model,
     save_checkpoint,
     unwrap,
 )
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_grads,
-    all_reduce_mean,
     all_reduce_means,
     barrier,
+    check_finite,
     clip_and_step,
     compute_init,
     make_scaler,
@@ -67,21 +68,15 @@ from minigpt_rlhf.data import (
     few_shot_prompt,
     read_prompts,
     read_sft,
+    spread_subset,
 )
 from minigpt_rlhf.evaluate import compare_models, format_comparison, rm_report
 from minigpt_rlhf.inputs import check_ppo_inputs
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.losses import lm_loss
+from minigpt_rlhf.model import configure_optimizer
 from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
-from minigpt_rlhf.resume import (
-    Stopper,
-    load_resume,
-    remove_resume,
-    restore_training,
-    resume_path,
-    save_resume,
-    warn_config_changes,
-)
+from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
 from minigpt_rlhf.rollout import compute_advantages, entropy, make_rollout, policy_logprobs, value_estimates
 from minigpt_rlhf.sampling import banned_token_ids
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -180,27 +175,10 @@ def ensure_upstream(config: Config):
         print0(f"{path} not found: {'resuming' if cfg.resume else 'running'} {script.__name__}.py first "
                f"(preset {config.upstream_preset})")
         if script.main(cfg).get("interrupted"):
+            print0("stopped before PPO: `python train_ppo.py --resume=True` continues from there")
             return None
         barrier()  # rank 0 has written the checkpoint before any rank reads it
     return sft_path, rm_path, resumed
-
-
-def frozen(model):
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def no_dropout(model):
-    """Dropout off in all four models: otherwise the ratio is not 1 on the first minibatch (tests/test_ppo_loop.py)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        if hasattr(m, "dropout") and isinstance(m.dropout, float):
-            m.dropout = 0.0
-    model.config.dropout = 0.0
-    return model.eval()
 
 
 class Rounds:
@@ -265,9 +243,7 @@ class Rounds:
         new, self.temperature = train_rm.collect_comparisons(policy, self.tok, rows, cfg, self.rt, rng, self.labeler,
                                                              temperature=self.temperature)
         self.new += new
-        rm = copy.deepcopy(rm)
-        for p in rm.parameters():
-            p.requires_grad_(True)
+        rm = copy.deepcopy(rm).requires_grad_(True)
         train_acc = train_rm.train_more(rm, self.tok, self.train + self.new, self.config.round_rm_epochs,
                                         self.config.round_rm_lr, self.rm_config, self.rt, rng)
         train_rm.normalize(rm, self.tok, self.demos, new[:200] if self.rm_config.normalize_gain else None, self.rt)
@@ -280,7 +256,7 @@ class Rounds:
         print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy "
                + ", ".join(f"{k[len('rm_accuracy_'):].replace('_', ' ')} {v:.3f}" for k, v in stats.items()
                            if k.startswith("rm_accuracy")))
-        return frozen(rm), stats
+        return rm.eval().requires_grad_(False), stats
 
 
 def base_model(config, sft_ckpt: dict, tok, rt):
@@ -291,8 +267,7 @@ def base_model(config, sft_ckpt: dict, tok, rt):
         if config.few_shot:
             print0(f"no base model at {path}: the report compares PPO with SFT only")
         return None, None
-    base = frozen(model_from_checkpoint(load_checkpoint(path, "base model checkpoint"), tok, where=path,
-                                        dropout=0.0)).to(rt.device)
+    base = load_model(load_checkpoint(path, "base model checkpoint"), tok, path, rt.device)
     demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the base model's few-shot prompt"))
     return base, few_shot_demos(demos, config.few_shot, config.seed)
 
@@ -333,11 +308,8 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
             block = unwrap(policy).config.block_size
             ptx_batch = corpus.batch(config.ptx_batch_size, block, rng) if ptx_coef > 0 else None
             loss, mb_stats = minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch)
-            finite = all_reduce_mean(float(torch.isfinite(loss)), rt) == 1.0  # every rank stops together
-            if not finite:
-                raise SystemExit(f"ppo: loss became {loss.item()} at iteration {iteration} (epoch {epoch}, "
-                                 f"minibatch {i // config.minibatch_size}); stopping (the last saved checkpoint "
-                                 "is left as it was). Try a lower learning rate.")
+            check_finite(loss, "ppo", f"at iteration {iteration} (epoch {epoch}, minibatch "
+                         f"{i // config.minibatch_size})", rt)  # every rank stops together
             scaler.scale(loss).backward()
             all_reduce_grads(params, rt)  # each rank sampled its own rollouts; average their gradients
             groups = [list(policy.parameters()), list(value_model.parameters())] if config.separate_grad_clip else None
@@ -346,6 +318,38 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
     out = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
     out["first_ratio_mean"], out["first_approx_kl"] = stats[0]["ratio_mean"], stats[0]["approx_kl"]
     return out
+
+
+def read_inputs(config: Config, tok):
+    """The PPO prompts (encoded), the held-out prompts of the report, the corpus windows of PPO-ptx (if
+    ptx_coef > 0), the held-out corpus (if there is one) and the judge."""
+    rows = read_prompts(data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO"))
+    prompts, skipped = encode_prompts(tok, rows, config.max_prompt_len, "ppo_prompts.jsonl")
+    if skipped:
+        print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
+    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation"))
+    eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
+    needs_corpus = "PPO-ptx (--ptx_coef > 0)" if config.ptx_coef > 0 else ""
+    corpus = TokenStream(tok, data_file(config, "corpus", "corpus_train.txt", needs_corpus)) if needs_corpus else None
+    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
+    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
+    judge = resolve_judge(config.judge, [r["prompt"] for r in rows + eval_rows])
+    return prompts, eval_rows, corpus, corpus_val, judge
+
+
+def resume_ppo(config: Config, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer, scaler, rng, gen) -> int:
+    """Load out/ppo/resume.pt into the models, KL controller, RLHF rounds, optimizer and random streams;
+    returns the iteration to continue from."""
+    state = load_resume(config, "ppo", rt)
+    check_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))
+    policy.load_state_dict(state["model"])
+    value_model.load_state_dict(state["value_model"])
+    kl_ctl.load_state_dict(state["kl_ctl"])
+    rounds.load_state(rm, state)
+    start = restore_training(state, rt, optimizer, scaler, rng, gen)
+    print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
+    return start
 
 
 def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, rt) -> dict:
@@ -361,15 +365,23 @@ def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, r
     if gold is not None:
         local["gold_score"] = float(np.mean(gold))  # logged only, never used for training
     return {
-        # these four are all-rank statistics already (ppo.masked_mean / explained_variance all-reduce)
-        "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float())),  # nan if no response ended
+        "rm_score": float(ppo.masked_mean(r.rm_scores, r.ended.float(), all_ranks=True)),  # nan if none ended
         # the KL for the controller: mean over rollouts of the per-sequence SUM of k1
-        "kl": float(ppo.masked_mean(r.kl.sum(1), ones)),
-        "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1), ones)),
-        "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask)),
+        "kl": float(ppo.masked_mean(r.kl.sum(1), ones, all_ranks=True)),
+        "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1), ones,
+                                       all_ranks=True)),
+        "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask, all_ranks=True)),
         "kl_coef": kl_ctl.value,
         **all_reduce_means(local, rt),
     }
+
+
+def throughput(metrics: dict, rollout_batch_size: int, t_it: float, t_rollout: float) -> dict:
+    """Response tokens sampled per second of the iteration (started at t_it), and the share of it spent on
+    rollouts (t_rollout seconds)."""
+    seconds = time.time() - t_it
+    return {"tokens_per_s": metrics["response_len"] * rollout_batch_size / seconds,
+            "rollout_time_frac": t_rollout / seconds}
 
 
 def decode_responses(r, tok):
@@ -381,127 +393,34 @@ def decode_responses(r, tok):
     return texts
 
 
-def main(config: Config) -> dict:
-    t0 = time.time()
-    check_ppo_inputs(config)  # every file this run reads (eval_prompts.jsonl only at the end), before any work
-    upstream = ensure_upstream(config)
-    if upstream is None:
-        print0("stopped before PPO: `python train_ppo.py --resume=True` continues from there")
-        return {"interrupted": True, "iterations_done": 0}
-    sft_path, rm_path, resumed_upstream = upstream
-    rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
-    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py`.")
-    rm_ckpt = load_checkpoint(rm_path, "reward model checkpoint", "Run `python train_rm.py`.")
-    # four models: policy <- SFT, reference = SFT (frozen), RM (frozen), value <- RM (InstructGPT)
-    policy = no_dropout(model_from_checkpoint(sft_ckpt, tok, where=sft_path)).to(rt.device)
-    ref = frozen(no_dropout(model_from_checkpoint(sft_ckpt, tok, where=sft_path))).to(rt.device)
-    rm = frozen(no_dropout(model_from_checkpoint(rm_ckpt, tok, where=rm_path))).to(rt.device)
-    value_model = no_dropout(model_from_checkpoint(rm_ckpt, tok, where=rm_path)).to(rt.device)
-    banned = banned_token_ids(policy.config.vocab_size, tok.n_vocab, tok.pad_id, rt.device)
-    params = list(policy.parameters()) + list(value_model.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0,
-                                  **({"fused": True} if rt.device.type == "cuda" else {}))
-    scaler = make_scaler(rt)
-    # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
-    train_policy = maybe_compile(policy, config.compile, rt)
-    train_value = maybe_compile(value_model, config.compile, rt)
-    rounds = Rounds(config, rm_ckpt, tok, rt)
-    kl_ctl = (ppo.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target > 0
-              else ppo.FixedKLController(config.kl_coef))
+def show_progress(bar, metrics: dict, it: int, batch, texts, gold, config: Config, rt):
+    """The progress bar's RM score, KL, EOS rate (and gold score); every sample_every iterations a response."""
+    shown = dict(rm=f"{metrics['rm_score']:.2f}", kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
+    if gold is not None:
+        shown["gold"] = f"{metrics['gold_score']:.3f}"
+    bar.set_postfix(**shown)
+    if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
+        judged = f"  (gold {gold[0]:.2f})" if gold else ""
+        tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}{judged}")
 
-    rows = read_prompts(data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO"))
-    prompts, skipped = encode_prompts(tok, rows, config.max_prompt_len, "ppo_prompts.jsonl")
-    if skipped:
-        print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
-    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation"))
-    eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
-    if config.max_eval_prompts:
-        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
-    needs_corpus = "PPO-ptx (--ptx_coef > 0)" if config.ptx_coef > 0 else ""
-    corpus = TokenStream(tok, data_file(config, "corpus", "corpus_train.txt", needs_corpus)) if needs_corpus else None
-    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
-    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
-    judge = resolve_judge(config.judge, [r["prompt"] for r in rows + eval_rows])
-    base, base_demos = base_model(config, sft_ckpt, tok, rt)
-    rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
-    gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
-    local_batch = config.rollout_batch_size // rt.world_size
-    start = 0
-    # --resume=True resumes PPO itself, unless it only had to resume an upstream stage and PPO never started
-    if config.resume and (os.path.exists(resume_path(config.out_dir, "ppo")) or not resumed_upstream):
-        state = load_resume(config.out_dir, "ppo", rt)
-        model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))  # checks tokenizer + shapes
-        policy.load_state_dict(state["model"])
-        value_model.load_state_dict(state["value_model"])
-        kl_ctl.load_state_dict(state["kl_ctl"])
-        rounds.load_state(rm, state)
-        start = restore_training(state, rt, optimizer, scaler, rng, gen)
-        print0(f"resuming PPO at iteration {start} from {resume_path(config.out_dir, 'ppo')}")
-        warn_config_changes(state, config, print0)
 
-    log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master, resume_step=start or None)
-    print0(f"PPO: {config.iterations} iterations x {config.rollout_batch_size} rollouts, "
-           f"{len(prompts)} prompts; beta {config.kl_coef}, ptx_coef {config.ptx_coef}")
-    bar = tqdm(range(start, config.iterations), desc="ppo", disable=not rt.master, initial=start,
-               total=config.iterations)
-    stopper = Stopper(config.stop_at, rt)
-    with stopper:
-        for it in bar:
-            t_it = time.time()
-            if rounds.starts_at(it):
-                rm, round_stats = rounds.step(rm, policy, it, rng)
-                log.log(iteration=it, **round_stats)
-            batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
-            # sampled by the plain policy; old log-probs and values from the modules the update runs through,
-            # so that with --compile the ratio's two sides come from the same kernels (tests/test_cuda.py)
-            r = make_rollout(policy, ref, rm, train_value, [b["ids"] for b in batch], tok, config.max_new_tokens,
-                             config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen,
-                             rt.autocast, score_policy=train_policy)
-            t_rollout = time.time() - t_it
-            r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam)
-            stats = ppo_update(train_policy, train_value, optimizer, scaler, r, config, banned, corpus, rng, rt,
-                               config.ptx_coef, iteration=it)
-            texts = decode_responses(r, tok)
-            gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
-                                               for b, t, e in zip(batch, texts, r.ended)]
-            metrics = iteration_metrics(r, gold, kl_ctl, stats, rt)
-            seconds = time.time() - t_it
-            metrics.update(iteration=it, tokens_per_s=metrics["response_len"] * config.rollout_batch_size / seconds,
-                           rollout_time_frac=t_rollout / seconds)
-            kl_ctl.update(metrics["kl"], config.rollout_batch_size)
-            log.log(**metrics)
-            shown = dict(rm=f"{metrics['rm_score']:.2f}", kl=f"{metrics['kl']:.2f}", eos=f"{metrics['eos_rate']:.2f}")
-            if gold is not None:
-                shown["gold"] = f"{metrics['gold_score']:.3f}"
-            bar.set_postfix(**shown)
-            if rt.master and config.sample_every and (it + 1) % config.sample_every == 0:
-                judged = f"  (gold {gold[0]:.2f})" if gold else ""
-                tqdm.write(f"--- iteration {it + 1}: {batch[0]['prompt']}\n>>> {texts[0]}{judged}")
-            save, stop = stopper.after_step(it + 1, config.iterations, config.save_interval)
-            if save:
-                save_resume(config.out_dir, "ppo", rt, policy, tok, config, optimizer, scaler, it + 1, rng, gen,
-                            value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
-            if stop:
-                if rt.master:  # the policy so far, for sampling; --resume=True continues the run
-                    save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config,
-                                    stage="ppo", step=it + 1, value_model=value_model.state_dict())
-                print0(f"stopped after iteration {it + 1}: policy saved; resume with --resume=True")
-                return {"interrupted": True, "iterations_done": it + 1}
+def training_state(value_model, kl_ctl, rounds, rm) -> dict:
+    """What PPO saves besides the policy: the value model, the KL controller, and the RLHF rounds' RM and
+    comparisons (with --rounds > 1)."""
+    return dict(value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
+
+
+def save_policy(config: Config, rt, policy, tok, step: int, **extra):
+    """out/ppo/model.pt: the policy, for sampling, with the stage's extra state (value model, KL controller)."""
     if rt.master:
-        save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo",
-                        step=config.iterations, kl_ctl=kl_ctl.state_dict(), value_model=value_model.state_dict(),
-                        **rounds.state(rm))
-    remove_resume(config.out_dir, "ppo", rt)
-    train_time = time.time() - t0
-    if rt.master:  # gold and RM score of the rollouts against sqrt(KL): data always, a picture with matplotlib
-        curve = overoptimization_data(os.path.join(config.out_dir, "ppo", "log.jsonl"))
-        write_json(os.path.join(config.out_dir, "ppo", "overoptimization.json"), curve)
-        plot_overoptimization(curve, os.path.join(config.out_dir, "ppo", "overoptimization.png"))
+        save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo", step=step,
+                        **extra)
 
-    # ---- evaluation: PPO against SFT on held-out prompts, by RM score, KL and the judge (if any) ----
-    # ---- evaluation: PPO against SFT (and the base model prompted few-shot, the paper's "GPT-3 prompted") on
-    # held-out prompts, by RM score, KL and the judge (if any) ----
+
+def report(config: Config, tok, rt, policy, ref, rm, base, base_demos, eval_rows, judge, corpus_val, t0: float,
+           train_time: float) -> dict:
+    """PPO against SFT (and the base model prompted few-shot, the paper's "GPT-3 prompted") on held-out prompts,
+    by RM score, KL and the judge (if any): printed, and written to out/ppo/eval.json."""
     models, encoders = {"sft": ref, "ppo": policy}, {}
     if base is not None:
         models = {"base": base, **models}
@@ -518,6 +437,91 @@ def main(config: Config) -> dict:
         print(f"wall time {result['wall_time_s']:.0f}s")
         write_json(os.path.join(config.out_dir, "ppo", "eval.json"), result)
     return result
+
+
+def write_overoptimization(config: Config, rt):
+    """Gold and RM score of the rollouts against sqrt(KL): data always, a picture with matplotlib."""
+    if rt.master:
+        curve = overoptimization_data(os.path.join(config.out_dir, "ppo", "log.jsonl"))
+        write_json(os.path.join(config.out_dir, "ppo", "overoptimization.json"), curve)
+        plot_overoptimization(curve, os.path.join(config.out_dir, "ppo", "overoptimization.png"))
+
+
+def main(config: Config) -> dict:
+    t0 = time.time()
+    check_ppo_inputs(config)  # every file this run reads (eval_prompts.jsonl only at the end), before any work
+    upstream = ensure_upstream(config)
+    if upstream is None:
+        return {"interrupted": True, "iterations_done": 0}
+    sft_path, rm_path, resumed_upstream = upstream
+    rt = compute_init(config.device, config.dtype, config.seed)
+    tok = get_tokenizer(config.tokenizer)
+    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py`.")
+    rm_ckpt = load_checkpoint(rm_path, "reward model checkpoint", "Run `python train_rm.py`.")
+    # four models: policy <- SFT, reference = SFT (frozen), RM (frozen), value <- RM (InstructGPT)
+    policy = load_model(sft_ckpt, tok, sft_path, rt.device, trainable=True)
+    ref = load_model(sft_ckpt, tok, sft_path, rt.device)
+    rm = load_model(rm_ckpt, tok, rm_path, rt.device)
+    value_model = load_model(rm_ckpt, tok, rm_path, rt.device, trainable=True)
+    banned = banned_token_ids(policy.config.vocab_size, tok.n_vocab, tok.pad_id, rt.device)
+    # torch's default AdamW betas (not configure_optimizer's 0.95) and no weight decay
+    optimizer = configure_optimizer([policy, value_model], config.lr, betas=(0.9, 0.999), eps=config.adam_eps,
+                                    fused=rt.device.type == "cuda")
+    scaler = make_scaler(rt)
+    # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
+    train_policy = maybe_compile(policy, config.compile, rt)
+    train_value = maybe_compile(value_model, config.compile, rt)
+    rounds = Rounds(config, rm_ckpt, tok, rt)
+    kl_ctl = ppo.kl_controller(config.kl_coef, config.kl_target, config.kl_horizon)
+    prompts, eval_rows, corpus, corpus_val, judge = read_inputs(config, tok)
+    base, base_demos = base_model(config, sft_ckpt, tok, rt)
+    rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
+    gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
+    local_batch = config.rollout_batch_size // rt.world_size
+    start = 0
+    # --resume=True resumes PPO itself, unless it only had to resume an upstream stage and PPO never started
+    if config.resume and (os.path.exists(resume_path(config.out_dir, "ppo")) or not resumed_upstream):
+        start = resume_ppo(config, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer, scaler, rng, gen)
+
+    log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master, resume_step=start or None)
+    print0(f"PPO: {config.iterations} iterations x {config.rollout_batch_size} rollouts, "
+           f"{len(prompts)} prompts; beta {config.kl_coef}, ptx_coef {config.ptx_coef}")
+    bar = tqdm(range(start, config.iterations), desc="ppo", disable=not rt.master, initial=start,
+               total=config.iterations)
+    with Stopper(config, rt, "ppo", tok) as stopper:
+        for it in bar:
+            t_it = time.time()
+            if rounds.starts_at(it):
+                rm, round_stats = rounds.step(rm, policy, it, rng)
+                log.log(iteration=it, **round_stats)
+            batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
+            # sampled by the plain policy, scored by the modules the update runs through (make_rollout)
+            r = make_rollout(policy, ref, rm, train_value, [b["ids"] for b in batch], tok, config.max_new_tokens,
+                             config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen,
+                             rt.autocast, score_policy=train_policy)
+            t_rollout = time.time() - t_it
+            r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam)
+            stats = ppo_update(train_policy, train_value, optimizer, scaler, r, config, banned, corpus, rng, rt,
+                               config.ptx_coef, iteration=it)
+            texts = decode_responses(r, tok)
+            gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
+                                               for b, t, e in zip(batch, texts, r.ended)]
+            metrics = iteration_metrics(r, gold, kl_ctl, stats, rt)
+            metrics.update(iteration=it, **throughput(metrics, config.rollout_batch_size, t_it, t_rollout))
+            kl_ctl.update(metrics["kl"], config.rollout_batch_size)
+            log.log(**metrics)
+            show_progress(bar, metrics, it, batch, texts, gold, config, rt)
+            if stopper.after_step(it + 1, config.iterations, policy, optimizer, scaler, rng, gen,
+                                  **training_state(value_model, kl_ctl, rounds, rm)):
+                save_policy(config, rt, policy, tok, it + 1, value_model=value_model.state_dict())
+                print0(f"stopped after iteration {it + 1}: policy saved; resume with --resume=True")
+                return {"interrupted": True, "iterations_done": it + 1}
+    save_policy(config, rt, policy, tok, config.iterations, **training_state(value_model, kl_ctl, rounds, rm))
+    remove_resume(config.out_dir, "ppo", rt)
+    train_time = time.time() - t0
+    write_overoptimization(config, rt)
+
+    return report(config, tok, rt, policy, ref, rm, base, base_demos, eval_rows, judge, corpus_val, t0, train_time)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_grads,
     all_reduce_mean,
+    check_finite,
     clip_and_step,
     compute_init,
     cosine_lr,
@@ -60,16 +61,8 @@ from minigpt_rlhf.inputs import check_rm_inputs
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.labeler import calibrate_temperature, rank_responses
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
-from minigpt_rlhf.model import swap_unembedding
-from minigpt_rlhf.resume import (
-    Stopper,
-    load_resume,
-    remove_resume,
-    restore_training,
-    resume_path,
-    save_resume,
-    warn_config_changes,
-)
+from minigpt_rlhf.model import configure_optimizer, swap_unembedding
+from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
 from minigpt_rlhf.reward import (
     check_comparisons_fit,
     encode_responses,
@@ -232,7 +225,7 @@ def train_more(rm, tok, comparisons: list[dict], epochs: int, lr: float, config,
     mean training-pair accuracy of the last epoch."""
     encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in comparisons]
     rankings = [c["ranking"] for c in comparisons]
-    optimizer = rm.configure_optimizer(lr, config.weight_decay, fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(rm, lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     params = [p for p in rm.parameters() if p.requires_grad]
     rm.train()
@@ -242,18 +235,12 @@ def train_more(rm, tok, comparisons: list[dict], epochs: int, lr: float, config,
             if len(b) < rt.world_size:
                 continue
             loss, acc = rm_step_loss(rm, encoded, rankings, b, tok.pad_id, rt, scaler)
-            check_finite(loss, "in a later RLHF round")
+            check_finite(loss, "rm", "in a later RLHF round")
             all_reduce_grads(params, rt)
             clip_and_step(optimizer, scaler, params, config.grad_clip)
             accs.append(acc)
     rm.eval()
     return float(np.mean(accs))
-
-
-def check_finite(loss: float, at: str):
-    if not np.isfinite(loss):
-        raise SystemExit(f"rm: loss became {loss} {at}; stopping (the last saved checkpoint is left as it was). "
-                         "Try a lower learning rate.")
 
 
 def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) -> tuple[float, float]:
@@ -274,18 +261,10 @@ def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) ->
     return all_reduce_mean(loss.item(), rt) * rt.world_size, n_correct / n_pairs
 
 
-def main(config: Config) -> dict:
-    t0 = time.time()
-    check_rm_inputs(config)  # every file this run reads (sft_train.jsonl only at the end), before any work
-    rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
-    sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
-    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
-    sft = model_from_checkpoint(sft_ckpt, tok, where=sft_path).to(rt.device).eval()
-    rng = np.random.default_rng(config.seed)
-    demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
-
-    # ---- comparisons ----
+def load_comparisons(config: Config, sft, tok, rt, rng) -> tuple[list[dict], list[dict], float | None]:
+    """(train, held-out) comparisons and the labeler temperature they were ranked at (None if unknown). They are
+    --comparisons, else out/rm/comparisons.jsonl if it exists (unless --relabel=True), else collected now from
+    the SFT model and saved there; held out: --val_comparisons, else a seeded random share of the prompts."""
     if config.resume and config.relabel:
         raise SystemExit("--resume=True continues training on the saved comparisons; it cannot --relabel=True")
     # a held-out file is read first, so that a bad one stops the run before any sampling
@@ -308,80 +287,115 @@ def main(config: Config) -> dict:
         if rt.master:
             write_jsonl(cmp_path, comparisons)
             write_json(temp_path, {"temperature": temperature, "target_agreement": config.target_agreement})
+    if val_given is None:
+        return *split_comparisons(comparisons, config.val_fraction, config.seed), temperature
+    # a fixed held-out set (e.g. to compare RMs trained on different data)
+    shared = {c["prompt"] for c in comparisons} & {c["prompt"] for c in val_given}
+    if shared:
+        raise SystemExit(f"--val_comparisons={config.val_comparisons}: {len(shared)} of its prompts are also in "
+                         f"the training comparisons (e.g. {sorted(shared)[0]!r}); a held-out set must not be "
+                         "trained on")
+    return comparisons, val_given, temperature
+
+
+def resume_rm(config: Config, rt, rm, optimizer, scaler) -> tuple[int, dict | None]:
+    """Load out/rm/resume.pt into the RM, optimizer and random streams; returns the step to continue from and
+    the early-stopping state (the best epoch so far)."""
+    state = load_resume(config, "rm", rt)
+    rm.load_state_dict(state["model"])
+    start = restore_training(state, rt, optimizer, scaler)
+    print0(f"resuming RM training at step {start} from {resume_path(config.out_dir, 'rm')}")
+    return start, state.get("early_stopping")
+
+
+def epoch_batches(n_prompts: int, config: Config, rt) -> tuple[list[list[int]], list[int]]:
+    """The batches of whole prompts of every epoch, and the step at which each epoch ends. Seeded on their own, so
+    the batches are the same however the comparisons were collected."""
+    batch_rng = np.random.default_rng([config.seed, 2])
+    batches, epoch_ends = [], []
+    for _ in range(config.epochs):
+        # under DDP every rank needs at least one whole prompt per step: drop a too-small last batch
+        epoch = prompt_batches(n_prompts, config.prompts_per_batch, batch_rng)
+        batches += [b for b in epoch if len(b) >= rt.world_size]
+        epoch_ends.append(len(batches))
+    return batches, epoch_ends
+
+
+def end_of_epoch(rm, tok, val, rt, best: dict, epoch: int, log, step: int) -> tuple[dict, bool]:
+    """Early stopping: the held-out ranking loss after this epoch; returns the best epoch so far (its loss and a
+    copy of its weights) and whether this epoch was worse (then training stops)."""
+    rm.eval()
+    val_loss = heldout_loss(rm, tok, val, rt)
+    rm.train()
+    log.log(step=step, epoch=epoch, val_loss=val_loss)
+    print0(f"epoch {epoch}: held-out ranking loss {val_loss:.4f}")
+    if not val_loss < best["loss"]:
+        return best, True
+    weights = {k: v.detach().clone() for k, v in rm.state_dict().items()}
+    return {"loss": val_loss, "epoch": epoch, "model": weights}, False
+
+
+def report(config: Config, rm, tok, rt, train, val, judge, temperature, t0: float, **extra) -> dict:
+    """The RM on held-out prompts: accuracy vs the labels, and vs the judge if there is one; printed, and
+    written to out/rm/eval.json with `extra` (normalisation, timings)."""
+    result = rm_report(val, rm_rewards(rm, tok, val, rt), judge, temperature, config.target_agreement,
+                       np.random.default_rng(config.seed + 1))
+    result.update(n_train_prompts=len(train),
+                  n_train_pairs=sum(len(c["responses"]) * (len(c["responses"]) - 1) // 2 for c in train),
+                  **extra, wall_time_s=time.time() - t0, config=asdict(config))
+    if rt.master:
+        print(format_rm_report(result))
+        print(f"{len(train)} train / {len(val)} held-out prompts; wall time {result['wall_time_s']:.0f}s")
+        write_json(os.path.join(config.out_dir, "rm", "eval.json"), result)
+    return result
+
+
+def main(config: Config) -> dict:
+    t0 = time.time()
+    check_rm_inputs(config)  # every file this run reads (sft_train.jsonl only at the end), before any work
+    rt = compute_init(config.device, config.dtype, config.seed)
+    tok = get_tokenizer(config.tokenizer)
+    sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
+    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
+    # no dropout: the RM is evaluated as it is trained
+    sft = model_from_checkpoint(sft_ckpt, tok, where=sft_path, dropout=0.0).to(rt.device).eval()
+    rng = np.random.default_rng(config.seed)
+    demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
+    train, val, temperature = load_comparisons(config, sft, tok, rt, rng)
     t_collect = time.time() - t0
-    judge = resolve_judge(config.judge, [c["prompt"] for c in comparisons + (val_given or [])])
+    judge = resolve_judge(config.judge, [c["prompt"] for c in train + val])
 
-    if val_given is not None:  # a fixed held-out set (e.g. to compare RMs trained on different data)
-        train, val = comparisons, val_given
-        shared = {c["prompt"] for c in train} & {c["prompt"] for c in val}
-        if shared:
-            raise SystemExit(f"--val_comparisons={config.val_comparisons}: {len(shared)} of its prompts are also in "
-                             f"the training comparisons (e.g. {sorted(shared)[0]!r}); a held-out set must not be "
-                             "trained on")
-    else:
-        train, val = split_comparisons(comparisons, config.val_fraction, config.seed)
-    batch_rng = np.random.default_rng([config.seed, 2])  # the same batches however the comparisons were collected
-
-    # ---- the reward model: the SFT model with its unembedding swapped for a scalar head ----
+    # the reward model: the SFT model with its unembedding swapped for a scalar head
     rm = swap_unembedding(sft).to(rt.device)
-    for m in rm.modules():  # no dropout: the RM is evaluated as it is trained
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    rm.config.dropout = 0.0
-    for blk in rm.transformer.h:
-        blk.attn.dropout = 0.0
-    optimizer = rm.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(rm, config.lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
-    start = 0
-    if config.resume:
-        state = load_resume(config.out_dir, "rm", rt)
-        rm.load_state_dict(state["model"])
-        start = restore_training(state, rt, optimizer, scaler)
-        print0(f"resuming RM training at step {start} from {resume_path(config.out_dir, 'rm')}")
-        warn_config_changes(state, config, print0)
+    start, best = resume_rm(config, rt, rm, optimizer, scaler) if config.resume else (0, None)
+    # early stopping: the weights after the epoch with the lowest held-out loss; stop once an epoch is worse
+    best = best or {"loss": float("inf"), "epoch": 0, "model": None}
     train_rm = maybe_compile(rm, config.compile, rt)
     if rt.ddp:
         train_rm = torch.nn.parallel.DistributedDataParallel(train_rm)
     encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in train]
     check_comparisons_fit(tok, train, rm.config.block_size)
-    batches, epoch_ends = [], []
-    for _ in range(config.epochs):
-        # under DDP every rank needs at least one whole prompt per step: drop a too-small last batch
-        epoch = prompt_batches(len(train), config.prompts_per_batch, batch_rng)
-        batches += [b for b in epoch if len(b) >= rt.world_size]
-        epoch_ends.append(len(batches))
-    # early stopping: the weights after the epoch with the lowest held-out loss; stop once an epoch is worse
-    best = state.get("early_stopping") if config.resume else None
-    best = best or {"loss": float("inf"), "epoch": 0, "model": None}
     rankings = [c["ranking"] for c in train]
+    batches, epoch_ends = epoch_batches(len(train), config, rt)
+
     log = JSONLLogger(os.path.join(config.out_dir, "rm", "log.jsonl"), rt.master, resume_step=start or None)
     rm.train()
     bar = tqdm(range(start, len(batches)), desc="rm", disable=not rt.master, initial=start, total=len(batches))
-    with Stopper(config.stop_at, rt) as stopper:
+    with Stopper(config, rt, "rm", tok) as stopper:
         for step in bar:
             set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
             loss, accuracy = rm_step_loss(train_rm, encoded, rankings, batches[step], tok.pad_id, rt, scaler)
-            check_finite(loss, f"at step {step}")
+            check_finite(loss, "rm", f"at step {step}")
             clip_and_step(optimizer, scaler, rm.parameters(), config.grad_clip)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
             log.log(step=step, loss=loss, accuracy=accuracy)
             if config.early_stopping and step + 1 in epoch_ends:
-                rm.eval()
-                val_loss = heldout_loss(rm, tok, val, rt)
-                rm.train()
-                epoch = epoch_ends.index(step + 1) + 1
-                log.log(step=step, epoch=epoch, val_loss=val_loss)
-                print0(f"epoch {epoch}: held-out ranking loss {val_loss:.4f}")
-                if val_loss < best["loss"]:
-                    best = {"loss": val_loss, "epoch": epoch,
-                            "model": {k: v.detach().clone() for k, v in rm.state_dict().items()}}
-                else:
+                best, worse = end_of_epoch(rm, tok, val, rt, best, epoch_ends.index(step + 1) + 1, log, step)
+                if worse:
                     break
-            save, stop = stopper.after_step(step + 1, len(batches), config.save_interval)
-            if save:
-                save_resume(config.out_dir, "rm", rt, rm, tok, config, optimizer, scaler, step + 1,
-                            early_stopping=best)
-            if stop:
+            if stopper.after_step(step + 1, len(batches), rm, optimizer, scaler, early_stopping=best):
                 print0(f"stopped after RM step {step + 1}: resume with --resume=True")
                 return {"interrupted": True, "steps_done": step + 1}
     if best["model"] is not None:
@@ -389,25 +403,15 @@ def main(config: Config) -> dict:
         print0(f"early stopping: keeping the weights after epoch {best['epoch']} of {config.epochs}")
     rm.eval()
 
-    # ---- normalisation: demonstrations get mean reward 0; SFT samples unit std ----
+    # normalisation: demonstrations get mean reward 0; SFT samples unit std
     demos = normalization_demos(demos, config.n_norm_demos, config.seed)
     gain, shift, raw_std = normalize(rm, tok, demos, train[:200] if config.normalize_gain else None, rt)
-
-    # ---- evaluation on held-out prompts: accuracy vs the labels, and vs the judge if there is one ----
-    result = rm_report(val, rm_rewards(rm, tok, val, rt), judge, temperature, config.target_agreement,
-                       np.random.default_rng(config.seed + 1))
-    result.update(n_train_prompts=len(train),
-                  n_train_pairs=sum(len(c["responses"]) * (len(c["responses"]) - 1) // 2 for c in train),
-                  reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std,
-                  collection_time_s=t_collect, wall_time_s=time.time() - t0, config=asdict(config))
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "rm", "model.pt"), rm, tok, config, stage="rm",
                         step=len(batches), reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std)
-        print(format_rm_report(result))
-        print(f"{len(train)} train / {len(val)} held-out prompts; wall time {result['wall_time_s']:.0f}s")
-        write_json(os.path.join(config.out_dir, "rm", "eval.json"), result)
     remove_resume(config.out_dir, "rm", rt)
-    return result
+    return report(config, rm, tok, rt, train, val, judge, temperature, t0, reward_gain=gain, reward_shift=shift,
+                  reward_raw_std=raw_std, collection_time_s=t_collect)
 
 
 if __name__ == "__main__":

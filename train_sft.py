@@ -33,6 +33,7 @@ from tqdm import tqdm
 from minigpt_rlhf.checkpoint import (
     base_checkpoint_path,
     load_checkpoint,
+    load_model,
     model_from_checkpoint,
     save_checkpoint,
     unwrap,
@@ -40,6 +41,7 @@ from minigpt_rlhf.checkpoint import (
 from minigpt_rlhf.common import (
     JSONLLogger,
     all_reduce_mean,
+    check_finite,
     clip_and_step,
     compute_init,
     cosine_lr,
@@ -51,21 +53,21 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import SFTData, TokenStream, data_file, length_grouped_order, read_prompts, read_sft
+from minigpt_rlhf.data import (
+    SFTData,
+    TokenStream,
+    data_file,
+    length_grouped_order,
+    read_prompts,
+    read_sft,
+    spread_subset,
+)
 from minigpt_rlhf.evaluate import corpus_loss, format_sft_report, sample_responses, sft_report
 from minigpt_rlhf.inputs import check_sft_inputs
 from minigpt_rlhf.judge import resolve_judge
 from minigpt_rlhf.losses import lm_loss, sft_loss
-from minigpt_rlhf.model import GPT, GPTConfig, from_pretrained
-from minigpt_rlhf.resume import (
-    Stopper,
-    load_resume,
-    remove_resume,
-    restore_training,
-    resume_path,
-    save_resume,
-    warn_config_changes,
-)
+from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer, from_pretrained
+from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
 from minigpt_rlhf.tokenizer import get_tokenizer
 
 
@@ -147,8 +149,7 @@ def build_base_model(config: Config, tok, rt) -> GPT:
 
 def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStream | None, stopper, state=None) -> bool:
     """Next-token prediction on the corpus: the "GPT-3" of our world. Returns False if it stopped early."""
-    optimizer = model.configure_optimizer(config.pretrain_lr, config.weight_decay,
-                                          fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(model, config.pretrain_lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     train_model = maybe_compile(model, config.compile, rt)
     if rt.ddp:
@@ -167,16 +168,12 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         x, y = x.to(rt.device), y.to(rt.device)
         with rt.autocast():
             loss = lm_loss(train_model(x).float(), y)
-        check_finite(loss, step, "pretrain")
+        check_finite(loss, "pretrain", f"at step {step}")
         scaler.scale(loss).backward()
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         log.log(step=step, loss=loss.item())
-        save, stop = stopper.after_step(step + 1, config.pretrain_steps, config.save_interval)
-        if save:
-            save_resume(config.out_dir, "sft", rt, model, tok, config, optimizer, scaler, step + 1, rng,
-                        phase="pretrain")
-        if stop:
+        if stopper.after_step(step + 1, config.pretrain_steps, model, optimizer, scaler, rng, phase="pretrain"):
             print0(f"stopped after pretraining step {step + 1}: resume with --resume=True")
             return False
     val_loss = corpus_loss(model, val, T, autocast=rt.autocast) if val is not None else float("nan")
@@ -186,12 +183,6 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         save_checkpoint(os.path.join(config.out_dir, "base", "model.pt"), model, tok, config,
                         stage="base", step=config.pretrain_steps, val_loss=val_loss)
     return True
-
-
-def check_finite(loss, step, stage):
-    if not torch.isfinite(loss):
-        raise SystemExit(f"{stage}: loss became {loss.item()} at step {step}; stopping (the last saved "
-                         f"checkpoint is left as it was). Try a lower learning rate.")
 
 
 @torch.no_grad()
@@ -246,17 +237,12 @@ def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1, sca
 def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=None, corpus=None):
     """Supervised fine-tuning on the demonstrations. Returns (val loss before, val loss after), or None if it
     stopped early (the resume state is saved)."""
-    model.config.dropout = config.dropout
-    for m in model.modules():  # residual dropout for SFT (Ouyang et al. 2022, appendix C.1)
-        if isinstance(m, torch.nn.Dropout):
-            m.p = config.dropout
-        if hasattr(m, "dropout") and isinstance(m.dropout, float):
-            m.dropout = config.dropout
+    model.set_dropout(config.dropout)  # residual dropout for SFT (Ouyang et al. 2022, appendix C.1)
     train = SFTData(tok, train_rows, model.config.block_size)
     val = SFTData(tok, val_rows, model.config.block_size)
     if train.skipped:
         print0(f"skipped {train.skipped} demonstrations longer than the context ({model.config.block_size})")
-    optimizer = model.configure_optimizer(config.lr, config.weight_decay, fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(model, config.lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     train_model = maybe_compile(model, config.compile, rt)
     if rt.ddp:
@@ -295,7 +281,7 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
             x, y = corpus.batch(config.corpus_mix_batch, model.config.block_size, rng)
             corpus_batch = (x[rt.rank:: rt.world_size], y[rt.rank:: rt.world_size])
         loss = sft_step_loss(train_model, train, rows, rt, config.grad_accum, scaler, corpus_batch, config.corpus_mix)
-        check_finite(torch.tensor(loss), step, "sft")
+        check_finite(loss, "sft", f"at step {step}")
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         metrics = {"step": step, "loss": loss}
         if (step + 1) % config.eval_interval == 0 or step == config.sft_steps - 1:
@@ -303,11 +289,8 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
             metrics["val_loss"] = val_loss
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")
         log.log(**metrics)
-        save, stop = stopper.after_step(step + 1, config.sft_steps, config.save_interval, offset)
-        if save:
-            save_resume(config.out_dir, "sft", rt, model, tok, config, optimizer, scaler, step + 1, rng,
-                        phase="sft", order=torch.from_numpy(order), pos=pos, val_loss0=val_loss0)
-        if stop:
+        if stopper.after_step(step + 1, config.sft_steps, model, optimizer, scaler, rng, offset=offset, phase="sft",
+                              order=torch.from_numpy(order), pos=pos, val_loss0=val_loss0):
             print0(f"stopped after SFT step {step + 1}: resume with --resume=True")
             return None
     model.eval()
@@ -317,11 +300,9 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
     return val_loss0, val_loss
 
 
-def main(config: Config) -> dict:
-    t0 = time.time()
-    check_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
-    rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
+def read_inputs(config: Config, tok):
+    """The corpus (to pretrain on, or to mix into SFT), the held-out corpus (if there is one), the training and
+    held-out demonstrations, the held-out prompts sampled at the end, and the judge."""
     needs_corpus = "pretraining (no --init_from)" if not config.init_from else (
         f"--corpus_mix={config.corpus_mix}, which --corpus_mix=0 turns off," if config.corpus_mix > 0 else "")
     corpus_path = data_file(config, "corpus", "corpus_train.txt", needs_corpus)
@@ -331,37 +312,26 @@ def main(config: Config) -> dict:
     train_rows = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "SFT"))
     val_rows = read_sft(data_file(config, "sft_val", "sft_val.jsonl", "SFT's validation loss"))
     eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the held-out evaluation"))
-    if config.max_eval_prompts:
-        eval_rows = eval_rows[:: max(1, len(eval_rows) // config.max_eval_prompts)][: config.max_eval_prompts]
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows + val_rows])
+    return corpus, corpus_val, train_rows, val_rows, eval_rows, judge
+
+
+def check_batch_split(config: Config, rt):
+    """A step's demonstrations and corpus windows must split evenly over micro-steps and processes."""
     if config.batch_size % (config.grad_accum * rt.world_size):
         raise SystemExit(f"--batch_size={config.batch_size} must be a multiple of grad_accum x processes "
                          f"({config.grad_accum} x {rt.world_size})")
-
     if config.corpus_mix > 0 and config.corpus_mix_batch % rt.world_size:
         raise SystemExit(f"--corpus_mix_batch={config.corpus_mix_batch} must be a multiple of the number of "
                          f"processes ({rt.world_size})")
-    state = load_resume(config.out_dir, "sft", rt) if config.resume else None
-    if state is not None:  # the model as it was saved; the rest of the config comes from this command line
-        model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
-        print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
-        warn_config_changes(state, config, print0)
-    else:
-        model = build_base_model(config, tok, rt).to(rt.device)
-    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
-           f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
-    with Stopper(config.stop_at, rt) as stopper:
-        if not config.init_from and (state is None or state["phase"] == "pretrain"):
-            if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
-                return {"interrupted": True, "phase": "pretrain"}
-            state = None
-        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state, corpus)
-        if losses is None:
-            return {"interrupted": True, "phase": "sft"}
-    val_loss0, val_loss = losses
-    remove_resume(config.out_dir, "sft", rt)
 
-    # ---- evaluation on held-out prompts: validation loss, samples, and their judge scores if there is a judge ----
+
+def report(config: Config, model, tok, rt, eval_rows, val_rows, judge, corpus_val, val_loss0: float,
+           val_loss: float, t0: float) -> dict:
+    """SFT on held-out prompts: validation loss, samples and their judge scores (if there is a judge), and the
+    corpus loss of the base model and of SFT (how much of its language model SFT kept); printed, and written
+    to out/sft/eval.json."""
     samples = sample_responses(unwrap(model), tok, eval_rows, config.max_new_tokens, config.eval_temperature,
                                seed=config.seed, runtime=rt)
     result = {
@@ -376,14 +346,43 @@ def main(config: Config) -> dict:
     if corpus_val is not None:
         result["corpus_val_loss"] = corpus_loss(model, corpus_val, model.config.block_size, autocast=rt.autocast)
         base_path = base_checkpoint_path(config.init_from, config.out_dir)
-        if os.path.exists(base_path):  # what SFT started from: how much of its language model SFT kept
-            base = model_from_checkpoint(load_checkpoint(base_path, "base model checkpoint"), tok).to(rt.device)
+        if os.path.exists(base_path):
+            base = load_model(load_checkpoint(base_path, "base model checkpoint"), tok, base_path, rt.device)
             result["base_corpus_val_loss"] = corpus_loss(base, corpus_val, base.config.block_size,
                                                          autocast=rt.autocast)
     if rt.master:
         print(format_sft_report(result, samples))
         write_json(os.path.join(config.out_dir, "sft", "eval.json"), result)
     return result
+
+
+def main(config: Config) -> dict:
+    t0 = time.time()
+    check_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
+    rt = compute_init(config.device, config.dtype, config.seed)
+    tok = get_tokenizer(config.tokenizer)
+    corpus, corpus_val, train_rows, val_rows, eval_rows, judge = read_inputs(config, tok)
+    check_batch_split(config, rt)
+    state = load_resume(config, "sft", rt) if config.resume else None
+    if state is not None:  # the model as it was saved; the rest of the config comes from this command line
+        model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
+        print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
+    else:
+        model = build_base_model(config, tok, rt).to(rt.device)
+    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
+           f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
+
+    with Stopper(config, rt, "sft", tok) as stopper:
+        if not config.init_from and (state is None or state["phase"] == "pretrain"):
+            if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
+                return {"interrupted": True, "phase": "pretrain"}
+            state = None
+        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state, corpus)
+        if losses is None:
+            return {"interrupted": True, "phase": "sft"}
+    val_loss0, val_loss = losses
+    remove_resume(config.out_dir, "sft", rt)
+    return report(config, model, tok, rt, eval_rows, val_rows, judge, corpus_val, val_loss0, val_loss, t0)
 
 
 if __name__ == "__main__":

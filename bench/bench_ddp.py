@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import train_sft  # noqa: E402
 from minigpt_rlhf.common import barrier, compute_cleanup, compute_init, print0  # noqa: E402
 from minigpt_rlhf.data import SFTData, read_sft  # noqa: E402
-from minigpt_rlhf.model import GPT, GPTConfig  # noqa: E402
+from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main():
     model = GPT(GPTConfig(block_size=c.block_size, vocab_size=((tok.n_vocab + 63) // 64) * 64, n_layer=c.n_layer,
                           n_head=c.n_head, n_embd=c.n_embd, dropout=0.0)).to(rt.device)
     train_model = torch.nn.parallel.DistributedDataParallel(model) if rt.ddp else model
-    optimizer = model.configure_optimizer(1e-4, 0.1, fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer(model, 1e-4, 0.1, fused=rt.device.type == "cuda")
     data = SFTData(tok, read_sft(ROOT / "data" / "sft_train.jsonl"), c.block_size)
     rng = np.random.default_rng(0)  # the same batches on every rank; each takes its shard
 

@@ -54,7 +54,7 @@ from minigpt_rlhf import rollout as R  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from minigpt_rlhf.common import compute_init, make_scaler, maybe_compile  # noqa: E402
 from minigpt_rlhf.data import TokenStream, encode_prompts, read_prompts  # noqa: E402
-from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding  # noqa: E402
+from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer, swap_unembedding  # noqa: E402
 from minigpt_rlhf.rollout import Rollout, compute_advantages, policy_logprobs, value_estimates  # noqa: E402
 from minigpt_rlhf.sampling import banned_token_ids, generate  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
@@ -81,7 +81,8 @@ def load_models(out_dir, tok, preset="laptop"):
     sft_path, rm_path = os.path.join(out_dir, "sft", "model.pt"), os.path.join(out_dir, "rm", "model.pt")
     if os.path.exists(sft_path) and os.path.exists(rm_path):
         sft, rm = load_checkpoint(sft_path), load_checkpoint(rm_path)
-        make = [lambda: model_from_checkpoint(sft, tok)] * 2 + [lambda: model_from_checkpoint(rm, tok)] * 2
+        make = [lambda: model_from_checkpoint(sft, tok, dropout=0.0)] * 2 + \
+               [lambda: model_from_checkpoint(rm, tok, dropout=0.0)] * 2
         source = f"trained checkpoints from {out_dir}"
     else:
         c = train_sft.Config(**train_sft.PRESETS[train_ppo.PRESETS[preset].get("upstream_preset", preset)])
@@ -90,8 +91,8 @@ def load_models(out_dir, tok, preset="laptop"):
         make = [lambda: GPT(cfg)] * 2 + [lambda: swap_unembedding(GPT(cfg))] * 2
         source = (f"random {preset}-shaped models ({c.n_layer} layers x {c.n_embd}; no checkpoints in {out_dir}), "
                   "whose responses rarely end: generation runs max_new_tokens")
-    policy, ref, rm, value = (train_ppo.no_dropout(m()) for m in make)
-    return policy, train_ppo.frozen(ref), train_ppo.frozen(rm), value, source
+    policy, ref, rm, value = (m().eval() for m in make)  # dropout off, as train_ppo.py's models
+    return policy, ref.requires_grad_(False), rm.requires_grad_(False), value, source
 
 
 def timed(times, name, fn, *args):
@@ -154,9 +155,8 @@ def main(args):
     policy, ref, rm, value_model, source = (m.to(rt.device) if isinstance(m, torch.nn.Module) else m
                                             for m in load_models(args.out_dir, tok, args.preset))
     banned = banned_token_ids(policy.config.vocab_size, tok.n_vocab, tok.pad_id, rt.device)
-    optimizer = torch.optim.AdamW(list(policy.parameters()) + list(value_model.parameters()), lr=config.lr,
-                                  eps=config.adam_eps, weight_decay=0.0,
-                                  **({"fused": True} if rt.device.type == "cuda" else {}))
+    optimizer = configure_optimizer([policy, value_model], config.lr, betas=(0.9, 0.999), eps=config.adam_eps,
+                                    fused=rt.device.type == "cuda")  # as train_ppo.py
     train_policy, train_value = maybe_compile(policy, args.compile, rt), maybe_compile(value_model, args.compile, rt)
     prompts, _ = encode_prompts(tok, read_prompts(ROOT / "data" / "ppo_prompts.jsonl"), config.max_prompt_len, "")
     corpus = TokenStream(tok, ROOT / "data" / "corpus_train.txt")

@@ -101,7 +101,7 @@ def bench_stages(args):
     from minigpt_rlhf.common import compute_init
     from minigpt_rlhf.data import SFTData, TokenStream, length_grouped_order, read_sft
     from minigpt_rlhf.losses import lm_loss
-    from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
+    from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer, swap_unembedding
     from minigpt_rlhf.reward import encode_responses
     from minigpt_rlhf.tokenizer import get_tokenizer
 
@@ -139,7 +139,7 @@ def bench_stages(args):
             if stage == "rm":
                 model = swap_unembedding(model)
             train_model = torch.compile(model) if mode == "compiled" else model
-            optimizer = model.configure_optimizer(1e-4, 0.1, fused=rt.device.type == "cuda")
+            optimizer = configure_optimizer(model, 1e-4, 0.1, fused=rt.device.type == "cuda")
             n_params = sum(p.numel() for n, p in model.named_parameters() if "wpe" not in n)
 
             def step(i, stage=stage, train_model=train_model, model=model, optimizer=optimizer):

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from minigpt_rlhf.data import DataError, TokenStream, read_prompts, read_sft  # noqa: E402
 from minigpt_rlhf.inputs import check_labeler_file  # noqa: E402
-from minigpt_rlhf.model import GPT, GPTConfig  # noqa: E402
+from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer  # noqa: E402
 from minigpt_rlhf.resume import read_resume_state, restore_training, rng_state  # noqa: E402
 from minigpt_rlhf.reward import read_comparisons  # noqa: E402
 from minigpt_rlhf.tokenizer import bytes_to_unicode, get_tokenizer, load_gpt2_folder  # noqa: E402
@@ -185,7 +185,7 @@ def tiny_model(tok, head="lm"):
 
 def resume_payload(tok, stage: str) -> dict:
     model = tiny_model(tok)
-    opt = model.configure_optimizer(1e-3, 0.0)
+    opt = configure_optimizer(model, 1e-3, 0.0)
     model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
     opt.step()
     extra = {"sft": {"phase": "sft", "order": torch.arange(4), "pos": 0, "val_loss0": 1.0},
@@ -257,8 +257,8 @@ def resume_cases(tok, stage: str, rng: random.Random) -> dict[str, object]:
     edit("rng garbage", lambda c: c.__setitem__("rng", [{"python": 1, "numpy": 2}]))
     edit("rng torch state wrong", lambda c: c.__setitem__("rng", [{**rng_state(), "torch": torch.zeros(3)}]))
     edit("step negative", lambda c: c.__setitem__("step", -1))
-    edit("optimizer other model", lambda c: c.__setitem__("optimizer", GPT(GPTConfig(
-        block_size=8, vocab_size=64, n_layer=1, n_head=1, n_embd=8)).configure_optimizer(1e-3, 0.0).state_dict()))
+    edit("optimizer other model", lambda c: c.__setitem__("optimizer", configure_optimizer(GPT(GPTConfig(
+        block_size=8, vocab_size=64, n_layer=1, n_head=1, n_embd=8)), 1e-3, 0.0).state_dict()))
     moments = payload["optimizer"]["state"]
     edit("optimizer moment wrong shape", lambda c: c.__setitem__("optimizer", {**c["optimizer"], "state": {
         **moments, 0: {**moments[0], "exp_avg": torch.zeros(2, 2)}}}))
@@ -369,7 +369,7 @@ def restore(path, stage, tok):
     """What a script does with a resume state: read it, rebuild the model, restore optimizer, scaler, RNG."""
     state = read_resume_state(path, stage, world_size=1)
     model = model_from_checkpoint(state, tok, str(path))
-    optimizer = model.configure_optimizer(1e-3, 0.0)
+    optimizer = configure_optimizer(model, 1e-3, 0.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     rt = type("Runtime", (), {"rank": 0, "world_size": 1})()
     saved = rng_state()

@@ -191,3 +191,11 @@ def model_from_checkpoint(ckpt: dict, tokenizer=None, where: str = "checkpoint",
     model = GPT(check_checkpoint(ckpt, tokenizer, where, **config_overrides))
     model.load_state_dict(ckpt["model"])
     return model
+
+
+def load_model(ckpt: dict, tokenizer, where: str, device, trainable: bool = False) -> GPT:
+    """A model of RLHF's later steps, rebuilt from a checkpoint: dropout off (else PPO's ratio is not 1 on the
+    first minibatch: tests/test_ppo_loop.py), in eval mode, on `device`; frozen (no gradients) unless
+    `trainable` (the PPO policy and value model)."""
+    model = model_from_checkpoint(ckpt, tokenizer, where, dropout=0.0).to(device).eval()
+    return model if trainable else model.requires_grad_(False)

@@ -141,6 +141,19 @@ def all_reduce_means(metrics: dict[str, float], runtime: Runtime) -> dict[str, f
     return {k: float(v) / runtime.world_size for k, v in zip(metrics, t.tolist())}
 
 
+def check_finite(loss, stage: str, at: str, runtime: Runtime | None = None):
+    """Stop the run with a clear message if the loss is inf or nan, before it reaches the weights (the last saved
+    checkpoint stays as it was). With a distributed `runtime` the decision is all-reduced, so that every rank
+    stops together (a rank that left alone would hang the others in their next all-reduce)."""
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    finite = math.isfinite(value)
+    if runtime is not None:
+        finite = all_reduce_mean(float(finite), runtime) == 1.0
+    if not finite:
+        raise SystemExit(f"{stage}: loss became {value} {at}; stopping (the last saved checkpoint is left as it "
+                         "was). Try a lower learning rate.")
+
+
 def cosine_lr(step: int, max_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float = 0.1) -> float:
     """Linear warmup, then cosine decay to min_lr_ratio * lr (InstructGPT's SFT used cosine decay)."""
     if step < warmup_steps:

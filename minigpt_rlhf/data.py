@@ -168,6 +168,14 @@ def read_prompts(path) -> list[dict]:
 # Tokenized examples
 
 
+def spread_subset(rows: list, n: int) -> list:
+    """At most n rows taken at an even stride through the file, so that every task family of a file sorted by
+    family is represented (n = 0: all of them)."""
+    if not n:
+        return rows
+    return rows[:: max(1, len(rows) // n)][:n]
+
+
 def encode_prompt(tok, prompt: str) -> list[int]:
     return tok.encode(format_prompt(prompt))
 

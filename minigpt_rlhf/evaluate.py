@@ -21,7 +21,7 @@ from .labeler import calibrate_temperature, expected_agreement, measure_agreemen
 from .losses import lm_loss
 from .reward import collate_sequences, reward_at_eos
 from .rollout import policy_logprobs
-from .sampling import banned_token_ids, generate
+from .sampling import banned_token_ids, generate, left_pad
 
 
 @torch.no_grad()
@@ -37,7 +37,8 @@ def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperat
     (bench/RESULTS.md).
 
     With a distributed `runtime` (common.Runtime under torchrun) the rows are sharded: rank r samples rows
-    r, r + W, ... with seed + r, and every rank gets all the samples back in the original order."""
+    r, r + W, ... with seed + r, and every rank gets all the samples back in the original order.
+    greedy and drop_finished are passed to `generate` (drop_finished=False: bench/bench_collect.py only)."""
     if runtime is not None and runtime.ddp:
         mine = sample_responses(model, tok, rows[runtime.rank:: runtime.world_size], max_new_tokens,
                                 temperature, batch_size, seed + runtime.rank, greedy, drop_finished=drop_finished,
@@ -114,14 +115,11 @@ def kl_to_reference(policy, ref, tok, samples: list[dict], temperature: float, b
     total = 0.0
     for i in range(0, len(samples), batch_size):
         chunk = samples[i: i + batch_size]
-        prompts = [encode_prompt(tok, s["prompt"]) for s in chunk]
-        P = max(len(p) for p in prompts)
-        seqs, masks = [], []
-        for p, s in zip(prompts, chunk):  # left-padded prompts, then the sampled tokens, EOS included
-            seqs.append([tok.pad_id] * (P - len(p)) + p + s["response_ids"])
-            masks.append([0] * (P - len(p)) + [1] * (len(p) + len(s["response_ids"])))
-        tokens, _ = collate_sequences(seqs, tok.pad_id, device)
-        mask, _ = collate_sequences(masks, 0, device)
+        # left-padded prompts, then the right-padded sampled tokens (EOS included), as the rollouts are laid out
+        prompt, prompt_mask = left_pad([encode_prompt(tok, s["prompt"]) for s in chunk], tok.pad_id, device)
+        response, response_mask = collate_sequences([s["response_ids"] for s in chunk], tok.pad_id, device)
+        tokens, mask = torch.cat([prompt, response], 1), torch.cat([prompt_mask, response_mask], 1)  # (B, P + N)
+        P = prompt.size(1)
         lp = policy_logprobs(policy, tokens, mask, P, temperature, banned)
         lr = policy_logprobs(ref, tokens, mask, P, temperature, banned)
         total += float(((lp - lr) * mask[:, P:]).sum())

@@ -62,33 +62,25 @@ def _ranked_pair_margins(rewards: torch.Tensor, ranking: Sequence[int] | torch.T
     return margins[above]  # (K*(K-1)/2,)
 
 
-def kwise_ranking_loss(rewards: torch.Tensor, ranking: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """InstructGPT's reward model loss for ONE prompt (Ouyang et al. 2022, eq. 1):
-
-        loss = -1/C(K,2) * sum_{(w, l): w ranked above l} log sigmoid(r_w - r_l)
-
-    rewards (K,): scalar rewards of the K responses, in the responses' order.
-    ranking: K response indices from best to worst (a permutation of range(K)).
-    All C(K,2) comparisons come from one forward pass over the K responses.
-    """
-    return -F.logsigmoid(_ranked_pair_margins(rewards, ranking)).mean()
-
-
 def batched_kwise_ranking_loss(
     rewards_flat: torch.Tensor,
     rankings: Sequence[Sequence[int]],
     sizes: Sequence[int] | None = None,
     n_prompts: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
-    """K-wise ranking loss over a batch of several whole prompts, each with its own K.
+    """InstructGPT's reward model loss (Ouyang et al. 2022, eq. 1) over a batch of several whole prompts,
+    each with its own K. For one prompt with rewards r of its K responses:
+
+        loss = -1/C(K,2) * sum_{(w, l): w ranked above l} log sigmoid(r_w - r_l)
 
     rewards_flat (N,): the prompts' rewards concatenated, each prompt's K rewards in the order of
-    its responses; rankings[i]: prompt i's response indices (0..K_i-1) from best to worst;
-    sizes[i] = K_i (defaults to len(rankings[i]); checked against it if given).
+    its responses; rankings[i]: prompt i's response indices (0..K_i-1) from best to worst (a
+    permutation of range(K_i)); sizes[i] = K_i (defaults to len(rankings[i]); checked against it if given).
 
-    The batch loss is the mean over prompts of each prompt's kwise_ranking_loss: each prompt is one
-    batch element with weight 1 whatever its K, as the paper trains "all C(K,2) comparisons from
-    each prompt as a single batch element" (Ouyang et al. 2022, sec. 3.5).
+    The batch loss is the mean over prompts of each prompt's loss: each prompt is one batch element with
+    weight 1 whatever its K, as the paper trains "all C(K,2) comparisons from each prompt as a single batch
+    element" (Ouyang et al. 2022, sec. 3.5); its C(K,2) comparisons come from one forward pass over the K
+    responses.
 
     n_prompts: divide the summed per-prompt losses by this instead of len(rankings): the prompt count of
     the whole optimizer step when it is split over ranks, so that every prompt keeps weight 1 / n_prompts.

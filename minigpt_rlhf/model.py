@@ -250,16 +250,33 @@ class GPT(nn.Module):
         out = self.lm_head(x)
         return out.squeeze(-1) if self.config.head == "scalar" else out  # (B, T) or (B, T, V)
 
-    def configure_optimizer(self, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8, fused=None):
-        """AdamW with weight decay on 2-D weights (matmuls, embeddings) only; biases and LayerNorm gains
-        are not decayed (as in GPT-2/GPT-3 training setups)."""
-        params = [p for p in self.parameters() if p.requires_grad]
+    def set_dropout(self, p: float):
+        """Residual, attention and embedding dropout of a built model (SFT turns it on for fine-tuning only)."""
+        self.config.dropout = p
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+            elif isinstance(m, CausalSelfAttention):
+                m.dropout = p
+
+
+def configure_optimizer(models, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.95), eps: float = 1e-8,
+                        fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of `models` (one model, or several trained together: PPO's policy
+    and value model), in order. Weight decay on 2-D weights (matmuls, embeddings) only; biases and LayerNorm
+    gains are not decayed (as in GPT-2/GPT-3 training setups). With weight_decay=0 nothing needs telling
+    apart: one group."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    params = [p for m in models for p in m.parameters() if p.requires_grad]
+    if weight_decay:
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        kwargs = {"fused": True} if fused else {}
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
+    else:
+        groups = [{"params": params, "weight_decay": 0.0}]
+    kwargs = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
 
 
 def init_scalar_head(head: nn.Linear, n_embd: int):

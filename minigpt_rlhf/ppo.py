@@ -21,12 +21,13 @@ Every mean is a masked mean over valid tokens: a mask that is accepted but ignor
 common bug in small RLHF repos. Values at pad positions may be arbitrary (even inf/nan): they are
 selected away with torch.where before they are used, never multiplied by 0.
 
-Distributed statistics: masked_mean (dim=None), masked_var and masked_whiten all-reduce their sums
-and counts when torch.distributed is initialized (all_ranks=True, the default), so that e.g. the
-advantages are whitened over the whole data-parallel batch. all_reduce is not differentiable, so
-the losses below use local means (all_ranks=False) and the gradients are averaged over ranks
-(common.all_reduce_grads); asking for an
-all-ranks statistic of a tensor that requires grad raises instead of silently dropping gradient.
+Distributed statistics: every statistic is rank-local unless asked otherwise. With all_ranks=True,
+masked_mean (dim=None), masked_var, masked_whiten and explained_variance all-reduce their sums and
+counts when torch.distributed is initialized, so that e.g. the advantages are whitened over the whole
+data-parallel batch; such a call is a collective, which every rank must make (one rank alone would
+hang), so the distributed case is the explicit one. all_reduce is not differentiable, so the losses
+below use local means and the gradients are averaged over ranks (common.all_reduce_grads); asking for
+an all-ranks statistic of a tensor that requires grad raises instead of silently dropping gradient.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from .reward import last_token_index
 
 # ----------------------------------------------------------------------------------------------------
 # masked statistics
@@ -51,7 +54,7 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _masked_moments(
-    x: torch.Tensor, mask: torch.Tensor, all_ranks: bool = True
+    x: torch.Tensor, mask: torch.Tensor, all_ranks: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum x, sum x^2, count) over entries where mask is 1, summed over all ranks if
     all_ranks and torch.distributed is initialized. One all_reduce of a 3-vector."""
@@ -62,7 +65,7 @@ def _masked_moments(
         if stats.requires_grad:
             raise RuntimeError(
                 "all_reduce would drop the gradient of this statistic; "
-                "pass all_ranks=False for a differentiable, rank-local value"
+                "leave all_ranks=False for a differentiable, rank-local value"
             )
         dist.all_reduce(stats, op=dist.ReduceOp.SUM)
     return stats[0], stats[1], stats[2]
@@ -74,7 +77,7 @@ def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> t
     return x.sum() if dim is None else x.sum(dim)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None, all_ranks: bool = True) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None, all_ranks: bool = False) -> torch.Tensor:
     """sum(mask * x) / sum(mask).
 
     dim=None: one scalar over every valid entry of the batch, over all ranks if all_ranks and
@@ -100,7 +103,7 @@ def _masked_mean_var(
     return mean, var
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = False, all_ranks: bool = True) -> torch.Tensor:
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = False, all_ranks: bool = False) -> torch.Tensor:
     """Var[x] over valid entries: sum(mask * (x - mean)^2) / n, or / (n - 1) if unbiased.
     Over all ranks if all_ranks and torch.distributed is initialized. Fewer than 1 (2 if
     unbiased) valid entries gives nan/inf."""
@@ -111,14 +114,15 @@ def masked_whiten(
     x: torch.Tensor,
     mask: torch.Tensor,
     shift_mean: bool = True,
-    all_ranks: bool = True,
+    all_ranks: bool = False,
     eps: float = 1e-8,
 ) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) with mean and (biased) var over the valid tokens of the whole
-    batch (all ranks if torch.distributed is initialized).
+    """(x - mean) / sqrt(var + eps) with mean and (biased) var over the valid tokens of the batch
+    (of all ranks if all_ranks and torch.distributed is initialized: then it is a collective).
 
     As lm-human-preferences' `whiten` (Ziegler et al. 2019): biased variance (tf.nn.moments), and
-    shift_mean=False adds the mean back, so only the scale changes (used for rewards).
+    shift_mean=False adds the mean back, so only the scale changes (lm-human-preferences so scales
+    its rewards; we whiten only the advantages, with the default shift_mean=True).
     Pads are 0 in the output and do not affect the statistics.
     """
     valid = mask.bool()
@@ -131,18 +135,6 @@ def masked_whiten(
 
 # ----------------------------------------------------------------------------------------------------
 # rewards
-
-
-def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of the last position with mask 1 in each row: the EOS token (or the final
-    token of a truncated response). Does not assume the mask is a prefix of ones.
-
-    A row with no valid token gives -1. Do not use that as an index directly (Python reads -1 as
-    the last position); kl_penalized_rewards gives such a row no score at all.
-    """
-    T = response_mask.shape[-1]
-    positions = torch.arange(T, device=response_mask.device).expand_as(response_mask)  # (B, T)
-    return torch.where(response_mask.bool(), positions, -1).max(dim=-1).values  # (B,)
 
 
 @torch.no_grad()
@@ -264,12 +256,12 @@ def policy_loss(
     ratio = torch.exp(logratio)  # (B, T)
     pg_loss1 = -advantages * ratio  # (B, T)
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # (B, T)
-    loss = masked_mean(torch.max(pg_loss1, pg_loss2), response_mask, all_ranks=False)
+    loss = masked_mean(torch.max(pg_loss1, pg_loss2), response_mask)
     with torch.no_grad():
         stats = {
-            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_eps).float(), response_mask, all_ranks=False),
-            "approx_kl": 0.5 * masked_mean(logratio.square(), response_mask, all_ranks=False),
-            "ratio_mean": masked_mean(ratio, response_mask, all_ranks=False),
+            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_eps).float(), response_mask),
+            "approx_kl": 0.5 * masked_mean(logratio.square(), response_mask),
+            "ratio_mean": masked_mean(ratio, response_mask),
         }
     return loss, {k: v.detach() for k, v in stats.items()}
 
@@ -298,9 +290,9 @@ def value_loss(
     v_clip = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)  # (B, T)
     vf_loss1 = (values - returns).square()  # (B, T)
     vf_loss2 = (v_clip - returns).square()  # (B, T)
-    loss = 0.5 * masked_mean(torch.max(vf_loss1, vf_loss2), response_mask, all_ranks=False)
+    loss = 0.5 * masked_mean(torch.max(vf_loss1, vf_loss2), response_mask)
     with torch.no_grad():
-        vf_clipfrac = masked_mean((vf_loss2 > vf_loss1).float(), response_mask, all_ranks=False)
+        vf_clipfrac = masked_mean((vf_loss2 > vf_loss1).float(), response_mask)
     return loss, {"vf_clipfrac": vf_clipfrac.detach()}
 
 
@@ -314,15 +306,15 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     logits the tokens were sampled from. Rank-local and differentiable (usable as a bonus)."""
     logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
     entropy = -(logp.exp() * logp).sum(dim=-1)  # (B, T)
-    return masked_mean(entropy, mask, all_ranks=False)
+    return masked_mean(entropy, mask)
 
 
 @torch.no_grad()
 def explained_variance(
-    values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, all_ranks: bool = True
+    values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, all_ranks: bool = False
 ) -> torch.Tensor:
-    """1 - Var[R - V] / Var[R] over valid tokens: 1 for a perfect value function, 0 for one
-    that predicts the mean return, negative for worse. nan if Var[R] = 0 (as CleanRL)."""
+    """1 - Var[R - V] / Var[R] over valid tokens (of all ranks if all_ranks): 1 for a perfect value
+    function, 0 for one that predicts the mean return, negative for worse. nan if Var[R] = 0 (as CleanRL)."""
     var_returns = masked_var(returns, mask, all_ranks=all_ranks)
     var_residual = masked_var(returns - values, mask, all_ranks=all_ranks)
     return torch.where(var_returns == 0, math.nan, 1.0 - var_residual / var_returns)
@@ -375,3 +367,8 @@ class AdaptiveKLController:
         self.value = float(state["value"])
         self.target = float(state.get("target", self.target))
         self.horizon = float(state.get("horizon", self.horizon))
+
+
+def kl_controller(kl_coef: float, target: float = 0.0, horizon: float = 10000.0):
+    """The adaptive controller when a KL target is given (target > 0), else the fixed coefficient."""
+    return AdaptiveKLController(kl_coef, target, horizon) if target > 0 else FixedKLController(kl_coef)

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+from .common import print0
 from .data import DataError
 
 
@@ -130,12 +131,15 @@ def read_resume_state(path, stage: str, world_size: int, hint: str = "") -> dict
     return state
 
 
-def load_resume(out_dir: str, stage: str, rt) -> dict:
-    """The resume state of a stage, with a clear error when there is none, it is damaged, or the world size
-    changed."""
-    hint = (f"There is nothing to resume: {stage} either finished (its result is {os.path.join(out_dir, stage)}"
-            "/model.pt) or never saved a resume state. Run without --resume=True to start over.")
-    return read_resume_state(resume_path(out_dir, stage), stage, rt.world_size, hint)
+def load_resume(config, stage: str, rt) -> dict:
+    """The resume state of a stage in config.out_dir, with a clear error when there is none, it is damaged, or the
+    world size changed, and a warning naming the settings of `config` that differ from the stopped run's."""
+    hint = (f"There is nothing to resume: {stage} either finished (its result is "
+            f"{os.path.join(config.out_dir, stage)}/model.pt) or never saved a resume state. Run without "
+            "--resume=True to start over.")
+    state = read_resume_state(resume_path(config.out_dir, stage), stage, rt.world_size, hint)
+    warn_config_changes(state, config, print0)
+    return state
 
 
 RUN_CONTROL = {"resume", "stop_at", "save_interval", "device"}  # may differ between a run and its resumption
@@ -198,20 +202,21 @@ def remove_resume(out_dir: str, stage: str, rt):
 
 class Stopper:
     """Turns Ctrl-C (SIGINT) into a flag that the training loop checks at the end of each step, so that it
-    saves the resume state and exits cleanly instead of dying mid-step; `stop_at` > 0 stops the same way
-    once that many steps are done. Under torchrun the decision is all-reduced, so that every rank stops
-    at the same step (a rank that left alone would hang the others in their next all-reduce).
+    saves the resume state and exits cleanly instead of dying mid-step; --stop_at > 0 stops the same way
+    once that many steps are done; every --save_interval steps the resume state is saved too. Under torchrun
+    the decision is all-reduced, so that every rank stops at the same step (a rank that left alone would hang
+    the others in their next all-reduce). `config` is the stage's Config (out_dir, stop_at, save_interval).
 
-        with Stopper(config.stop_at, rt) as stopper:
+        with Stopper(config, rt, "rm", tok) as stopper:
             for step in range(start, n_steps):
                 ...
-                save, stop = stopper.after_step(step + 1, n_steps, config.save_interval)
-                if save: save_resume(...)
-                if stop: break
+                if stopper.after_step(step + 1, n_steps, model, optimizer, scaler, rng, **extra_state):
+                    return  # the resume state is saved
     """
 
-    def __init__(self, stop_at: int, rt):
-        self.stop_at, self.rt, self.requested, self.stopped = stop_at, rt, False, False
+    def __init__(self, config, rt, stage: str, tok):
+        self.config, self.rt, self.stage, self.tok = config, rt, stage, tok
+        self.requested = False
 
     def __enter__(self):
         self.previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -228,21 +233,25 @@ class Stopper:
         print("\nCtrl-C: finishing this step, saving the resume state, then exiting (Ctrl-C again to abort)",
               flush=True)
 
-    def after_step(self, steps_done: int, n_steps: int, save_interval: int, offset: int = 0) -> tuple[bool, bool]:
-        """(save the resume state now?, stop now?) once `steps_done` of a loop's `n_steps` are done: save every
-        `save_interval` steps and before a stop; neither after the last step (the stage then finishes and
-        writes its result). `offset` counts earlier phases' steps towards stop_at. A collective under torchrun.
-        """
+    def after_step(self, steps_done: int, n_steps: int, model, optimizer, scaler, np_gen=None, torch_gen=None,
+                   offset: int = 0, **extra) -> bool:
+        """Once `steps_done` of a loop's `n_steps` are done: save the resume state (save_resume: the model,
+        optimizer, scaler, random streams and the stage's `extra` state) every save_interval steps and before a
+        stop, and say whether to stop now; neither after the last step (the stage then finishes and writes its
+        result). `offset` counts earlier phases' steps towards stop_at. A collective under torchrun."""
         if steps_done >= n_steps:
-            return False, False
+            return False
         stop = self.should_stop(offset + steps_done)
-        return stop or (save_interval > 0 and steps_done % save_interval == 0), stop
+        interval = self.config.save_interval
+        if stop or (interval > 0 and steps_done % interval == 0):
+            save_resume(self.config.out_dir, self.stage, self.rt, model, self.tok, self.config, optimizer, scaler,
+                        steps_done, np_gen, torch_gen, **extra)
+        return stop
 
     def should_stop(self, steps_done: int) -> bool:
-        stop = self.requested or (self.stop_at > 0 and steps_done >= self.stop_at)
+        stop = self.requested or (self.config.stop_at > 0 and steps_done >= self.config.stop_at)
         if self.rt.ddp:
             flag = torch.tensor([float(stop)], device=self.rt.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item() > 0)
-        self.stopped = self.stopped or stop
         return stop

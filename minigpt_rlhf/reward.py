@@ -14,7 +14,18 @@ import numpy as np
 import torch
 
 from .data import DataError, check_text, encode_prompt, iter_jsonl, source_of
-from .ppo import last_token_index
+
+
+def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the last position with mask 1 in each row: the EOS token (or the final
+    token of a truncated response). Does not assume the mask is a prefix of ones.
+
+    A row with no valid token gives -1. Do not use that as an index directly (Python reads -1 as
+    the last position); ppo.kl_penalized_rewards gives such a row no score at all.
+    """
+    T = response_mask.shape[-1]
+    positions = torch.arange(T, device=response_mask.device).expand_as(response_mask)  # (B, T)
+    return torch.where(response_mask.bool(), positions, -1).max(dim=-1).values  # (B,)
 
 
 def reward_at_eos(rm, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ppo
+from .reward import reward_at_eos
 from .sampling import Samples, generate, token_logprobs
 
 
@@ -119,8 +120,7 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
             logprobs.append(F.pad(policy_logprobs(score_policy, t, m, p, temperature, banned_ids).float(), back))
             ref_logprobs.append(F.pad(policy_logprobs(ref, t, m, p, temperature, banned_ids).float(), back))
             values.append(F.pad(value_estimates(value_model, t, m, p), back))
-            all_scores = rm(t, attention_mask=m).float()  # (b, p + n)
-        rm_scores.append(all_scores.gather(1, ppo.last_token_index(m)[:, None]).squeeze(1))  # at EOS
+            rm_scores.append(reward_at_eos(rm, t, m).float())  # (b,)
     rm_scores = torch.cat(rm_scores)
     # a response cut off without EOS gets a fixed penalty instead of the RM score (lm-human-preferences)
     scores = torch.where(s.ended, rm_scores, torch.full_like(rm_scores, no_eos_penalty))
@@ -135,5 +135,5 @@ def compute_advantages(r: Rollout, kl_coef: float, gamma: float, lam: float, whi
     of the whole batch (all ranks)."""
     r.rewards, r.kl = ppo.kl_penalized_rewards(r.logprobs, r.ref_logprobs, r.scores, r.response_mask, kl_coef)
     advantages, r.returns = ppo.gae(r.rewards, r.values, r.response_mask, gamma, lam)
-    r.advantages = ppo.masked_whiten(advantages, r.response_mask) if whiten else advantages
+    r.advantages = ppo.masked_whiten(advantages, r.response_mask, all_ranks=True) if whiten else advantages
     return r

@@ -67,7 +67,6 @@ class Samples:
     prompt_mask: torch.Tensor  # (B, P) 1 on real prompt tokens
     response: torch.Tensor  # (B, N) sampled tokens; pad_id after EOS
     response_mask: torch.Tensor  # (B, N) 1 on real response tokens, EOS included
-    logprobs: torch.Tensor  # (B, N) log-prob of each sampled token under the sampling distribution
     ended: torch.Tensor  # (B,) bool: the response emitted EOS within max_new_tokens
 
     @property
@@ -94,10 +93,13 @@ def generate(
     drop_finished: bool = True,
 ) -> Samples:
     """Sample responses for a batch of prompts of different lengths (left-padded together). Each row stops
-    independently at EOS and is padded after it. With use_cache=False every step recomputes the whole
-    sequence (the slow baseline that bench/bench_generate.py compares with). With drop_finished=False the
-    rows that have ended stay in the batch to the last step (bench/bench_collect.py compares). The returned
-    tensors are ordinary tensors (not inference-mode ones): they can be used under autograd and edited in place."""
+    independently at EOS and is padded after it. The returned tensors are ordinary tensors (not inference-mode
+    ones): they can be used under autograd and edited in place.
+
+    Two switches exist for checks and benchmarks only; training and evaluation keep their defaults:
+    use_cache=False recomputes the whole sequence at every step (the reference the KV-cache tests compare
+    with, tests/test_sampling.py, and bench/bench_generate.py's baseline); drop_finished=False keeps the rows
+    that have ended in the batch to the last step (bench/bench_collect.py measures what dropping them saves)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)  # (B, P)
@@ -113,7 +115,7 @@ def generate(
 
     # inference_mode skips autograd's bookkeeping on every op, cheaper than no_grad (bench/RESULTS.md).
     # Its tensors can never enter autograd, so what we return is cloned outside it: PPO feeds the tokens
-    # to an embedding and the log-probs to the ratio under autograd.
+    # to an embedding under autograd.
     with torch.inference_mode():
         cache = KVCache(model.config, B, P + N, device, dtype) if use_cache else None
         # prompt and response in preallocated buffers, filled in one column per step (no torch.cat)
@@ -122,7 +124,6 @@ def generate(
         tokens[:, :P], mask[:, :P] = prompt_tokens, prompt_mask
         # position of response token t: the row's prompt length + t (left padding does not count)
         positions = prompt_mask.sum(1, keepdim=True) + torch.arange(N, device=device)  # (B, N)
-        logprobs = torch.zeros((B, N), device=device)  # (B, N)
         done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) the row has emitted EOS
         # With the cache, rows that have finished are dropped from the batch (their keys and values too) once
         # a quarter of those still computed have: later steps then compute only the rows still running.
@@ -140,11 +141,10 @@ def generate(
                                position_ids=positions[rows, t - 1: t], kv_cache=cache)[:, -1]  # (R, V)
             logp = token_logprobs(logits, temperature, top_k, banned)  # (R, V)
             next_tok = logp.argmax(dim=-1) if greedy else sample_from(logp.exp(), generator)  # (R,)
-            # a row that ended before this step gets PAD, mask 0 and log-prob 0
+            # a row that ended before this step gets PAD and mask 0
             ended = done[rows]  # (R,)
             tokens[rows, T] = next_tok.masked_fill(ended, pad_id)
             mask[rows, T] = (~ended).long()
-            logprobs[rows, t] = logp.gather(1, next_tok[:, None]).squeeze(1).masked_fill(ended, 0.0)
             running = ~(ended | (next_tok == eos_id))  # (R,)
             done[rows] = ~running
             n = t + 1
@@ -158,4 +158,4 @@ def generate(
                 n_rows = n_running
     model.train(was_training)
     return Samples(prompt_tokens, prompt_mask, response=tokens[:, P: P + n].clone(),
-                   response_mask=mask[:, P: P + n].clone(), logprobs=logprobs[:, :n].clone(), ended=done.clone())
+                   response_mask=mask[:, P: P + n].clone(), ended=done.clone())

@@ -22,7 +22,7 @@ from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save
 from minigpt_rlhf.common import run_script
 from minigpt_rlhf.data import DataError, SFTData, TokenStream, read_prompts, read_sft
 from minigpt_rlhf.inputs import check_ppo_inputs, check_sft_inputs
-from minigpt_rlhf.model import GPT, GPTConfig
+from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer
 from minigpt_rlhf.resume import read_resume_state, rng_state
 from minigpt_rlhf.reward import check_comparisons_fit, read_comparisons
 from minigpt_rlhf.tokenizer import bytes_to_unicode, get_tokenizer, load_bpe, load_gpt2_folder
@@ -247,7 +247,7 @@ def test_unreadable_checkpoints_never_suggest_weights_only_false(tmp_path, write
 
 def resume_state(tok, **extra):
     model = tiny_gpt(tok)
-    opt = model.configure_optimizer(1e-3, 0.0)
+    opt = configure_optimizer(model, 1e-3, 0.0)
     model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
     opt.step()
     return {"model": model.state_dict(), "model_config": asdict(model.config), "tokenizer": tok.identity(),

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import train_ppo
 from minigpt_rlhf.common import Runtime, maybe_compile
-from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
+from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer, swap_unembedding
 from minigpt_rlhf.rollout import compute_advantages, make_rollout
 from minigpt_rlhf.sampling import banned_token_ids, generate
 
@@ -90,7 +90,7 @@ def test_compiled_forward_and_training_step_match_eager_within_1e_4():
         losses, steps, grads = [], [], []
         for m, fwd in ((eager, eager), (compiled_model, compiled)):
             m.train()
-            opt = m.configure_optimizer(1e-3, 0.1, fused=DEVICE.type == "cuda")
+            opt = configure_optimizer(m, 1e-3, 0.1, fused=DEVICE.type == "cuda")
             loss = F.cross_entropy(fwd(x).flatten(0, 1), y.flatten())
             loss.backward()
             grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minigpt_rlhf.losses import batched_kwise_ranking_loss, kwise_ranking_loss, lm_loss, sft_loss
+from minigpt_rlhf.losses import batched_kwise_ranking_loss, lm_loss, sft_loss
 
 
 def brute_force_ranking_loss(rewards, ranking):
@@ -19,6 +19,12 @@ def brute_force_ranking_loss(rewards, ranking):
             n_pairs += 1
     assert n_pairs == K * (K - 1) // 2
     return total / n_pairs
+
+
+def kwise_ranking_loss(rewards, ranking):
+    """The RM's training loss for ONE prompt: the batched loss over a batch of that prompt alone."""
+    loss, _ = batched_kwise_ranking_loss(rewards, [ranking])
+    return loss
 
 
 @pytest.mark.parametrize("K", [2, 4, 9])

@@ -18,13 +18,13 @@ from minigpt_rlhf.ppo import (
     gae,
     k3_kl,
     kl_penalized_rewards,
-    last_token_index,
     masked_mean,
     masked_var,
     masked_whiten,
     policy_loss,
     value_loss,
 )
+from minigpt_rlhf.reward import last_token_index
 
 # ----------------------------------------------------------------------------------------------------
 # rewards
@@ -188,12 +188,12 @@ def _whiten_worker(rank, world_size, init_file, x, mask, out_dir):
         rows = slice(rank * x.shape[0] // world_size, (rank + 1) * x.shape[0] // world_size)
         x_local, mask_local = x[rows], mask[rows]
         out = {
-            "whitened": masked_whiten(x_local, mask_local),
-            "mean": masked_mean(x_local, mask_local),
-            "local_mean": masked_mean(x_local, mask_local, all_ranks=False),
+            "whitened": masked_whiten(x_local, mask_local, all_ranks=True),
+            "mean": masked_mean(x_local, mask_local, all_ranks=True),
+            "local_mean": masked_mean(x_local, mask_local),
         }
         try:
-            masked_mean(x_local.clone().requires_grad_(), mask_local)
+            masked_mean(x_local.clone().requires_grad_(), mask_local, all_ranks=True)
             out["raised_on_grad"] = False
         except RuntimeError:
             out["raised_on_grad"] = True

@@ -90,30 +90,53 @@ def test_rows_stop_at_their_own_eos_step():
     assert short.response.tolist() == [[4, 5, 6]] and short.ended.tolist() == [False]
 
 
-def test_returned_logprobs_equal_a_fresh_full_forward_at_the_sampling_temperature():
+def fresh_logprobs(model, prompt, response, temperature, top_k=None):
+    """log-probs of the response tokens under the sampling distribution, from one full forward of the single
+    unpadded sequence, written from scratch."""
+    seq = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logits = model(seq)[0] / temperature  # (L, V)
+    logits[:, PAD] = float("-inf")
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.log_softmax(logits, -1)[len(prompt) - 1: -1].gather(1, seq[0, len(prompt):, None])[:, 0]
+
+
+def test_rescored_logprobs_of_samples_equal_a_fresh_full_forward_at_the_sampling_temperature():
+    # what PPO's rollouts use as the old log-probs: policy_logprobs over the padded batch of samples
     model = tiny_model()
     prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]]
     for temperature, top_k in [(1.0, None), (0.7, None), (1.3, 5)]:
         g = torch.Generator().manual_seed(123)
         s = generate(model, prompts, 10, EOS, PAD, temperature=temperature, top_k=top_k, generator=g)
+        with torch.no_grad():
+            rescored = policy_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1), temperature,
+                                       torch.tensor([PAD]))
         for i, p in enumerate(prompts):
             n = int(s.response_mask[i].sum())
-            seq = torch.tensor([p + s.response[i, :n].tolist()])
-            with torch.no_grad():
-                logits = model(seq)[0] / temperature  # (L, V)
-            logits[:, PAD] = float("-inf")
-            if top_k is not None:
-                kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            expected = torch.log_softmax(logits, -1)[len(p) - 1: -1].gather(1, seq[0, len(p):, None])[:, 0]
-            torch.testing.assert_close(s.logprobs[i, :n], expected, atol=1e-5, rtol=0)
-            assert (s.logprobs[i, n:] == 0).all()
-        if top_k is None:
-            banned = torch.tensor([PAD])
-            with torch.no_grad():
-                rescored = policy_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1),
-                                             temperature, banned)
-            torch.testing.assert_close(rescored, s.logprobs, atol=1e-5, rtol=0)
+            expected = fresh_logprobs(model, p, s.response[i, :n].tolist(), temperature, top_k)
+            assert torch.isfinite(expected).all()  # every sampled token is inside the top-k
+            if top_k is None:
+                torch.testing.assert_close(rescored[i, :n], expected, atol=1e-5, rtol=0)
+                assert (rescored[i, n:] == 0).all()
+
+
+def test_samples_follow_the_tempered_top_k_distribution():
+    # the first response token of many rows of one prompt, against softmax(logits / T) over the top k
+    model = tiny_model()
+    prompt, temperature, top_k = [1, 2, 3], 0.7, 8
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt]))[0, -1] / temperature  # (V,)
+    logits[PAD] = float("-inf")
+    kth = logits.topk(top_k).values[-1]
+    probs = torch.softmax(logits.masked_fill(logits < kth, float("-inf")), -1)  # (V,)
+    s = generate(model, [prompt] * 20000, 1, EOS, PAD, temperature=temperature, top_k=top_k,
+                 generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(s.response[:, 0], minlength=V).float() / s.response.size(0)
+    assert (freq[probs == 0] == 0).all()
+    se = (probs * (1 - probs) / s.response.size(0)).sqrt()
+    assert ((freq - probs).abs() <= 4 * se + 1e-9).all(), (freq, probs)
 
 
 def test_finished_rows_are_dropped_from_the_cache_without_changing_any_row(monkeypatch):
@@ -134,15 +157,19 @@ def test_finished_rows_are_dropped_from_the_cache_without_changing_any_row(monke
     assert len(kept) >= 2 and kept == sorted(kept, reverse=True) and kept[-1] < len(prompts)
     for i, p in enumerate(prompts):  # every row equals greedy decoding of its prompt alone, from scratch
         assert s.response[i, : lengths[i]].tolist() == greedy_reference(model, p, 16)
-        assert (s.response[i, lengths[i]:] == PAD).all() and (s.logprobs[i, lengths[i]:] == 0).all()
-    # sampled, with drops: each row's log-probs still equal a fresh full forward of that row
+        assert (s.response[i, lengths[i]:] == PAD).all()
+    # sampled, with drops: the rows of many lengths, scored as a batch as PPO scores them, each equal a fresh
+    # full forward of that row alone
     kept.clear()
     s = generate(model, prompts, 16, EOS, PAD, temperature=0.9, generator=torch.Generator().manual_seed(1))
     assert kept
-    banned = torch.tensor([PAD])
     with torch.no_grad():
-        rescored = policy_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1), 0.9, banned)
-    torch.testing.assert_close(rescored, s.logprobs, atol=1e-5, rtol=0)
+        rescored = policy_logprobs(model, s.tokens, s.attention_mask, s.prompt_tokens.size(1), 0.9,
+                                   torch.tensor([PAD]))
+    for i, p in enumerate(prompts):
+        n = int(s.response_mask[i].sum())
+        torch.testing.assert_close(rescored[i, :n], fresh_logprobs(model, p, s.response[i, :n].tolist(), 0.9),
+                                   atol=1e-5, rtol=0)
 
 
 def test_token_logprobs_top_k_keeps_k_tokens():
@@ -177,15 +204,14 @@ def test_inverse_cdf_sampling_matches_the_probabilities_and_skips_banned_ids():
 
 def test_returned_tensors_can_be_used_in_a_backward_pass():
     # generate decodes under torch.inference_mode, whose tensors autograd refuses to save; PPO feeds the
-    # sampled tokens to an embedding and the old log-probs to the ratio with gradients on
+    # sampled tokens to an embedding and the masks to its losses with gradients on
     model = tiny_model()
     s = generate(model, [[1, 2, 3], [4, 5]], 6, EOS, PAD, generator=torch.Generator().manual_seed(0))
-    for x in (s.prompt_tokens, s.prompt_mask, s.response, s.response_mask, s.logprobs, s.ended):
+    for x in (s.prompt_tokens, s.prompt_mask, s.response, s.response_mask, s.ended):
         assert not x.is_inference()
     logits = model(s.response, attention_mask=s.response_mask)  # the embedding saves s.response
     logprobs = token_logprobs(logits, banned_ids=torch.tensor([PAD])).gather(-1, s.response[..., None])[..., 0]
-    ratio = (logprobs - s.logprobs).exp()  # (B, N)
-    loss = -(ratio * s.logprobs * s.response_mask).sum()  # mul saves s.logprobs and s.response_mask
+    loss = -(logprobs.exp() * s.response_mask).sum()  # mul saves s.response_mask
     loss.backward()
     assert model.transformer.wte.weight.grad.abs().sum() > 0
-    s.logprobs.add_(1.0)  # and the caller may edit them in place
+    s.response_mask.add_(0)  # and the caller may edit them in place
