@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import train_ppo  # noqa: E402
-from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from minigpt_rlhf.checkpoint import load_checkpoint, load_model  # noqa: E402
 from minigpt_rlhf.config import parse_config  # noqa: E402
 from minigpt_rlhf.data import encode_prompts, read_prompts, read_sft  # noqa: E402
 from minigpt_rlhf.evaluate import sample_responses  # noqa: E402
@@ -43,7 +43,8 @@ def gold_normalisation(out_dir: str, data_dir: str, cfg, n: int = 512) -> tuple[
     demos = normalization_demos(read_sft(os.path.join(data_dir, "sft_train.jsonl")), n, cfg.seed)
     shift = float(np.mean([gold_score(d["prompt"], d["response"]) for d in demos]))
     tok = get_tokenizer()
-    sft = model_from_checkpoint(load_checkpoint(os.path.join(out_dir, "sft", "model.pt")), tok, dropout=0.0).eval()
+    sft_path = os.path.join(out_dir, "sft", "model.pt")
+    sft = load_model(load_checkpoint(sft_path), tok, sft_path, "cpu")
     rows = read_prompts(os.path.join(data_dir, "ppo_prompts.jsonl"))
     rows = [rows[i] for i in np.random.default_rng(cfg.seed).permutation(len(rows))[:n]]
     samples = sample_responses(sft, tok, rows, cfg.max_new_tokens, cfg.temperature, seed=cfg.seed)
