@@ -57,6 +57,7 @@ from minigpt_rlhf.common import (
     maybe_compile,
     print0,
     run_script,
+    set_lr,
     write_json,
 )
 from minigpt_rlhf.config import parse_config
@@ -111,6 +112,7 @@ class Config:
     ppo_epochs: int = 4  # passes over each rollout batch
     minibatch_size: int = 16  # rollouts per gradient step
     lr: float = 2e-5  # AdamW learning rate (policy and value)
+    anneal_lr: bool = False  # decay the learning rate linearly to 0 over the iterations (lm-human-preferences)
     adam_eps: float = 1e-8  # AdamW epsilon (1e-8 vs TensorFlow's changed early approx-KL ~6x: Huang et al. 2024)
     clip_eps: float = 0.2  # PPO ratio clipping
     vf_clip_eps: float = 0.2  # value clipping
@@ -494,6 +496,7 @@ def main(config: Config) -> dict:
             if rounds.starts_at(it):
                 rm, round_stats = rounds.step(rm, policy, it, rng)
                 log.log(iteration=it, **round_stats)
+            set_lr(optimizer, ppo.annealed_lr(config.lr, it, config.iterations) if config.anneal_lr else config.lr)
             batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
             # sampled by the plain policy, scored by the modules the update runs through (make_rollout)
             r = make_rollout(policy, ref, rm, train_value, [b["ids"] for b in batch], tok, config.max_new_tokens,
@@ -507,7 +510,8 @@ def main(config: Config) -> dict:
             gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
                                                for b, t, e in zip(batch, texts, r.ended)]
             metrics = iteration_metrics(r, gold, kl_ctl, stats, rt)
-            metrics.update(iteration=it, **throughput(metrics, config.rollout_batch_size, t_it, t_rollout))
+            metrics.update(iteration=it, lr=optimizer.param_groups[0]["lr"],
+                           **throughput(metrics, config.rollout_batch_size, t_it, t_rollout))
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             log.log(**metrics)
             show_progress(bar, metrics, it, batch, texts, gold, config, rt)

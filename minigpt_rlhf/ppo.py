@@ -369,6 +369,13 @@ class AdaptiveKLController:
         self.horizon = float(state.get("horizon", self.horizon))
 
 
+def annealed_lr(lr: float, iteration: int, iterations: int) -> float:
+    """The learning rate of iteration `iteration` (0-based) of `iterations`, decayed linearly from lr towards 0:
+    lr * (1 - iteration / iterations), as lm-human-preferences anneals PPO's (train_policy.py, lrnow = lr * (1 -
+    frac)) and CleanRL's PPO does by default (anneal_lr). The last iteration still trains, at lr / iterations."""
+    return lr * (1.0 - iteration / iterations)
+
+
 def kl_controller(kl_coef: float, target: float = 0.0, horizon: float = 10000.0):
     """The adaptive controller when a KL target is given (target > 0), else the fixed coefficient."""
     return AdaptiveKLController(kl_coef, target, horizon) if target > 0 else FixedKLController(kl_coef)

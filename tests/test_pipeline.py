@@ -1,6 +1,7 @@
 """The three scripts end to end on the tiny preset: files, keys, checkpoints that load back, clear errors."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -126,6 +127,20 @@ def test_non_finite_rm_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(
     with pytest.raises(SystemExit, match="rm: loss became nan at step 0"):
         train_rm.main(cfg)
     assert (out / "rm" / "model.pt").read_bytes() == before
+
+
+def test_ppo_learning_rate_is_constant_by_default_and_annealed_linearly_with_anneal_lr(pipeline, tmp_path):
+    out, _ = pipeline
+    lr = train_ppo.Config().lr
+    log = [json.loads(line) for line in (out / "ppo" / "log.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in log] == [lr, lr]
+    for stage in ("base", "sft", "rm"):  # the same upstream checkpoints, a PPO run of 3 iterations
+        shutil.copytree(out / stage, tmp_path / stage)
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--iterations=3",
+                                          "--anneal_lr=True", "--few_shot=0"], train_ppo.PRESETS)
+    train_ppo.main(cfg)
+    log = [json.loads(line) for line in (tmp_path / "ppo" / "log.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in log] == pytest.approx([lr, lr * 2 / 3, lr / 3])  # lr * (3 - i) / 3
 
 
 def test_non_finite_ppo_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(pipeline, monkeypatch):

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from minigpt_rlhf.ppo import (
     AdaptiveKLController,
     FixedKLController,
+    annealed_lr,
     entropy_from_logits,
     explained_variance,
     gae,
@@ -313,6 +314,14 @@ def test_entropy_from_logits_matches_loop_and_ignores_pads():
 
 # ----------------------------------------------------------------------------------------------------
 # KL controllers
+
+
+def test_annealed_lr_decays_linearly_from_lr_and_never_reaches_zero_within_the_run():
+    # 4 iterations at 1e-4: 1e-4, 0.75e-4, 0.5e-4, 0.25e-4 (by hand: lr * (4 - i) / 4)
+    assert [annealed_lr(1e-4, i, 4) for i in range(4)] == pytest.approx([1e-4, 0.75e-4, 0.5e-4, 0.25e-4])
+    steps = [annealed_lr(2e-5, i, 35) for i in range(35)]
+    assert steps[0] == 2e-5 and min(steps) > 0
+    assert np.diff(steps) == pytest.approx([-2e-5 / 35] * 34)  # a constant decrement
 
 
 def test_adaptive_kl_controller_follows_ziegler_formula():
