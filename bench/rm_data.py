@@ -42,6 +42,7 @@ from minigpt_rlhf import world  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from minigpt_rlhf.common import compute_init  # noqa: E402
 from minigpt_rlhf.data import read_prompts  # noqa: E402
+from minigpt_rlhf.judge import resolve_labeler  # noqa: E402
 from minigpt_rlhf.reward import write_jsonl  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
 
@@ -89,7 +90,8 @@ def main(args):
         # laptop SFT model, 9 % for a 3M-parameter one, which repeats itself more)
         rows = [pool[i] for i in order[: int(1.15 * (args.n_val + max(sizes)))]]
         print(f"collecting comparisons for {len(rows)} of {len(pool)} prompts ...", flush=True)
-        comparisons, temperature = train_rm.collect_comparisons(sft, tok, rows, train_rm.Config(), rt, rng)
+        labeler = resolve_labeler(train_rm.Config().labeler, [r["prompt"] for r in rows])  # the world's, by default
+        comparisons, temperature = train_rm.collect_comparisons(sft, tok, rows, train_rm.Config(), rt, rng, labeler)
         # collect_comparisons keeps the order of `rows` (it drops prompts with fewer than 2 responses)
         write_jsonl(val_path, comparisons[: args.n_val])
         write_jsonl(cmp_path, comparisons[args.n_val: args.n_val + max(sizes)])

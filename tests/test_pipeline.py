@@ -143,6 +143,30 @@ def test_ppo_learning_rate_is_constant_by_default_and_annealed_linearly_with_ann
     assert [row["lr"] for row in log] == pytest.approx([lr, lr * 2 / 3, lr / 3])  # lr * (3 - i) / 3
 
 
+def test_bench_rm_data_collects_once_and_trains_one_rm_per_size_on_nested_subsets(pipeline, tmp_path):
+    """bench/rm_data.py end to end at toy sizes (without --ppo): it drives collect_comparisons and train_rm.main
+    directly, so a change of their signatures must show here rather than in a long benchmark run."""
+    import importlib.util
+    from pathlib import Path
+
+    out, _ = pipeline
+    path = Path(__file__).resolve().parents[1] / "bench" / "rm_data.py"
+    spec = importlib.util.spec_from_file_location("rm_data", path)
+    rm_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rm_data)
+    args = rm_data.parse_args([f"--out_dir={out}", f"--work_dir={tmp_path}", "--pool=1300", "--n_val=6",
+                               "--sizes=4,8"])
+    results = rm_data.main(args)
+    assert [r["train_prompts"] for r in results] == [4, 8]
+    train = (tmp_path / "comparisons.jsonl").read_text().splitlines()
+    assert (tmp_path / "size_4" / "comparisons.jsonl").read_text().splitlines() == train[:4]  # nested subsets
+    assert (tmp_path / "size_8" / "comparisons.jsonl").read_text().splitlines() == train[:8]
+    assert len((tmp_path / "val_comparisons.jsonl").read_text().splitlines()) == 6
+    for r in results:
+        assert 0.0 <= r["accuracy_vs_gold"] <= 1.0 and r["val_prompts"] == 6
+        assert (tmp_path / f"size_{r['train_prompts']}" / "rm" / "model.pt").exists()
+
+
 def test_non_finite_ppo_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(pipeline, monkeypatch):
     out, _ = pipeline
     before = (out / "ppo" / "model.pt").read_bytes()
