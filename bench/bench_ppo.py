@@ -194,8 +194,9 @@ def main(args):
             print(f"| {k} | {med[k]:.3f} | {med[k] / total:.1%} |")
         scoring = sum(med[k] for k in ("policy", "ref", "value", "rm"))
         print(f"| **iteration** | **{total:.3f}** | 100% |")
-        print(f"\nscoring (policy + ref + value + rm): {scoring:.3f} s; generation share {med['generate'] / total:.1%} "
-              f"(target <= 50%); {config.rollout_batch_size / total:.1f} samples/s; mean response "
+        print(f"\nscoring (policy + ref + value + rm): {scoring:.3f} s; "
+              f"generation share {med['generate'] / total:.1%}; "
+              f"{config.rollout_batch_size / total:.1f} samples/s; mean response "
               f"{med['response_tokens']:.1f} tokens; foreign load per iteration (cores): "
               + ", ".join(f"{r['foreign']:.2f}" for r in runs))
         figures[mode] = dict(median_s=med, iteration_s=total, scoring_s=scoring,
