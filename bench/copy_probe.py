@@ -76,7 +76,6 @@ def main():
     p.add_argument("--n", type=int, default=400, help="probe prompts")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    torch.manual_seed(0)
     tok = get_tokenizer(args.tokenizer)
     probes = count_probes(args.n, args.seed)
     print(f"{args.n} closed-QA count questions; chance: count {1 / len(NUMBERS):.3f}, p_right {1 / len(NUMBERS):.3f}")

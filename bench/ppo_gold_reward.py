@@ -37,12 +37,11 @@ from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
 from minigpt_rlhf.world.gold import gold_score  # noqa: E402
 
 
-def gold_normalisation(out_dir: str, data_dir: str, cfg, n: int = 512) -> tuple[float, float]:
+def gold_normalisation(out_dir: str, data_dir: str, cfg, tok, n: int = 512) -> tuple[float, float]:
     """(shift, scale): the mean gold score of n seeded demonstrations (train_rm's n_norm_demos sample), and the
     std of the gold scores of n SFT samples of PPO prompts at the rollout temperature."""
     demos = normalization_demos(read_sft(os.path.join(data_dir, "sft_train.jsonl")), n, cfg.seed)
     shift = float(np.mean([gold_score(d["prompt"], d["response"]) for d in demos]))
-    tok = get_tokenizer()
     sft_path = os.path.join(out_dir, "sft", "model.pt")
     sft = load_model(load_checkpoint(sft_path), tok, sft_path, "cpu")
     rows = read_prompts(os.path.join(data_dir, "ppo_prompts.jsonl"))
@@ -65,10 +64,10 @@ def main():
         shutil.copytree(Path(args.out_dir) / stage, work / stage)
     config = parse_config(train_ppo.Config, presets=train_ppo.PRESETS,
                           argv=[f"--out_dir={work}", f"--data_dir={args.data_dir}", *args.ppo_args])
-    shift, scale = gold_normalisation(args.out_dir, args.data_dir, config)
+    tok = get_tokenizer(config.tokenizer)
+    shift, scale = gold_normalisation(args.out_dir, args.data_dir, config, tok)
     print(f"gold reward = (gold - {shift:.3f}) / {scale:.3f}")
 
-    tok = get_tokenizer(config.tokenizer)
     rows, _ = encode_prompts(tok, read_prompts(os.path.join(args.data_dir, "ppo_prompts.jsonl")),
                              config.max_prompt_len)
     prompt_of = {tuple(r["ids"]): r["prompt"] for r in rows}

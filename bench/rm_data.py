@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import train_ppo  # noqa: E402
 import train_rm  # noqa: E402
 from minigpt_rlhf import world  # noqa: E402
-from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from minigpt_rlhf.checkpoint import load_checkpoint, load_model  # noqa: E402
 from minigpt_rlhf.common import compute_init  # noqa: E402
 from minigpt_rlhf.data import read_prompts  # noqa: E402
 from minigpt_rlhf.judge import resolve_labeler  # noqa: E402
@@ -82,16 +82,17 @@ def main(args):
         pool = prompt_pool(args.pool, args.seed, ROOT / "data")
         rt = compute_init("cpu", "auto", args.seed)
         tok = get_tokenizer()
-        sft = model_from_checkpoint(load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first."),
-                                    tok, where=str(sft_path)).eval()
+        sft = load_model(load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first."), tok,
+                         str(sft_path), "cpu")
         rng = np.random.default_rng(args.seed)
         order = rng.permutation(len(pool))
         # more than needed: prompts whose samples are all repeats or empty drop out (5 % of them for the
         # laptop SFT model, 9 % for a 3M-parameter one, which repeats itself more)
         rows = [pool[i] for i in order[: int(1.15 * (args.n_val + max(sizes)))]]
         print(f"collecting comparisons for {len(rows)} of {len(pool)} prompts ...", flush=True)
-        labeler = resolve_labeler(train_rm.Config().labeler, [r["prompt"] for r in rows])  # the world's, by default
-        comparisons, temperature = train_rm.collect_comparisons(sft, tok, rows, train_rm.Config(), rt, rng, labeler)
+        rm_config = train_rm.Config()
+        labeler = resolve_labeler(rm_config.labeler, [r["prompt"] for r in rows])  # the world's, by default
+        comparisons, temperature = train_rm.collect_comparisons(sft, tok, rows, rm_config, rt, rng, labeler)
         # collect_comparisons keeps the order of `rows` (it drops prompts with fewer than 2 responses)
         write_jsonl(val_path, comparisons[: args.n_val])
         write_jsonl(cmp_path, comparisons[args.n_val: args.n_val + max(sizes)])

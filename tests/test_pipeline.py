@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,10 @@ import train_sft
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.tokenizer import get_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import rm_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +152,7 @@ def test_ppo_learning_rate_is_constant_by_default_and_annealed_linearly_with_ann
 def test_bench_rm_data_collects_once_and_trains_one_rm_per_size_on_nested_subsets(pipeline, tmp_path):
     """bench/rm_data.py end to end at toy sizes (without --ppo): it drives collect_comparisons and train_rm.main
     directly, so a change of their signatures must show here rather than in a long benchmark run."""
-    import importlib.util
-    from pathlib import Path
-
     out, _ = pipeline
-    path = Path(__file__).resolve().parents[1] / "bench" / "rm_data.py"
-    spec = importlib.util.spec_from_file_location("rm_data", path)
-    rm_data = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rm_data)
     args = rm_data.parse_args([f"--out_dir={out}", f"--work_dir={tmp_path}", "--pool=1300", "--n_val=6",
                                "--sizes=4,8"])
     results = rm_data.main(args)

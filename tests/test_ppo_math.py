@@ -316,14 +316,6 @@ def test_entropy_from_logits_matches_loop_and_ignores_pads():
 # KL controllers
 
 
-def test_annealed_lr_decays_linearly_from_lr_and_never_reaches_zero_within_the_run():
-    # 4 iterations at 1e-4: 1e-4, 0.75e-4, 0.5e-4, 0.25e-4 (by hand: lr * (4 - i) / 4)
-    assert [annealed_lr(1e-4, i, 4) for i in range(4)] == pytest.approx([1e-4, 0.75e-4, 0.5e-4, 0.25e-4])
-    steps = [annealed_lr(2e-5, i, 35) for i in range(35)]
-    assert steps[0] == 2e-5 and min(steps) > 0
-    assert np.diff(steps) == pytest.approx([-2e-5 / 35] * 34)  # a constant decrement
-
-
 def test_adaptive_kl_controller_follows_ziegler_formula():
     init, target, horizon, n_steps = 0.1, 6.0, 10000.0, 512
     kls = [18.0, 3.0, 6.6, 6.0, 5.4, 0.0, 100.0]  # errors: +2 (clip .2), -.5 (clip -.2), .1, 0, -.1, -1, ...
@@ -359,3 +351,15 @@ def test_kl_controllers_state_dict_round_trip():
     other = FixedKLController(1.0)
     other.load_state_dict(fixed.state_dict())
     assert other.value == 0.02
+
+
+# ----------------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def test_annealed_lr_decays_linearly_from_lr_and_never_reaches_zero_within_the_run():
+    # 4 iterations at 1e-4: 1e-4, 0.75e-4, 0.5e-4, 0.25e-4 (by hand: lr * (4 - i) / 4)
+    assert [annealed_lr(1e-4, i, 4) for i in range(4)] == pytest.approx([1e-4, 0.75e-4, 0.5e-4, 0.25e-4])
+    steps = [annealed_lr(2e-5, i, 35) for i in range(35)]
+    assert steps[0] == 2e-5 and min(steps) > 0
+    assert np.diff(steps) == pytest.approx([-2e-5 / 35] * 34)  # a constant decrement
