@@ -17,17 +17,16 @@ PPO epochs of minibatches per batch of rollouts; the next-token loss on the pret
 ptx_coef (PPO-ptx). Policy and reference start from SFT; the value function starts from the RM.
 
 Departures from the paper: tiny scale; several PPO epochs per batch (as lm-human-preferences, where the
-paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement (README: our small SFT
-model has already forgotten the corpus, so ptx re-learns it at the cost of KL and win rate), rather than the
-paper's 27.8, which multiplies a loss over far more pretraining tokens per step than RL tokens.
+paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement rather than the
+paper's 27.8, which multiplies a loss over far more pretraining tokens per step than RL tokens: SFT already
+mixes the corpus loss into its steps, so plain PPO's corpus loss rises little, and PPO-ptx's win rate lies
+within plain PPO's interval (docs/defaults.md, "PPO-ptx").
 Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json: SFT and PPO compared on held-out prompts by
 RM score and KL, with a judge (minigpt_rlhf/judge.py; the world's gold labeler by default) by its scores.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -61,26 +60,16 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import (
-    TokenStream,
-    data_file,
-    encode_prompts,
-    few_shot_demos,
-    few_shot_prompt,
-    read_prompts,
-    read_sft,
-    spread_subset,
-)
-from minigpt_rlhf.evaluate import compare_models, format_comparison, rm_report
-from minigpt_rlhf.inputs import check_ppo_inputs
-from minigpt_rlhf.judge import resolve_judge, resolve_labeler
+from minigpt_rlhf.data import DataError, few_shot_prompt
+from minigpt_rlhf.evaluate import compare_models, format_comparison
+from minigpt_rlhf.inputs import read_ppo_inputs, read_resume
+from minigpt_rlhf.iterated import IteratedRLHF
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.model import configure_optimizer
 from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
-from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
+from minigpt_rlhf.resume import Stopper, remove_resume, restore_training, resume_path
 from minigpt_rlhf.rollout import compute_advantages, entropy, make_rollout, policy_logprobs, value_estimates
 from minigpt_rlhf.sampling import banned_token_ids
-from minigpt_rlhf.tokenizer import get_tokenizer
 
 
 @dataclass
@@ -151,9 +140,10 @@ PRESETS = {
 
 
 def ensure_upstream(config: Config):
-    """Build the SFT and RM stages first if their checkpoints are missing. With --resume=True, a stage that
-    was stopped midway (it left a resume.pt) continues from where it stopped. Returns the two checkpoint
-    paths and whether an upstream stage was resumed, or None if a stage was stopped (Ctrl-C) again."""
+    """Build the SFT and RM stages first if their checkpoints are missing, by running their scripts' main with
+    their preset (--upstream_preset) and the settings the stages share. With --resume=True, a stage that was
+    stopped midway (it left a resume.pt) continues from where it stopped. Returns the two checkpoint paths and
+    whether an upstream stage was resumed, or None if a stage was stopped (Ctrl-C) again."""
     import train_rm
     import train_sft
 
@@ -167,12 +157,10 @@ def ensure_upstream(config: Config):
     resumed = False
     for script, path in missing:
         stage = os.path.basename(os.path.dirname(path))  # sft or rm
-        cfg = script.Config()
-        for k, v in {**script.PRESETS[config.upstream_preset], **common}.items():
-            setattr(cfg, k, v)
-        if script is train_sft:  # the files both stages read
-            cfg.corpus, cfg.corpus_val, cfg.eval_prompts = config.corpus, config.corpus_val, config.eval_prompts
-        cfg.resume = config.resume and os.path.exists(resume_path(config.out_dir, stage))
+        shared = dict(corpus=config.corpus, corpus_val=config.corpus_val, eval_prompts=config.eval_prompts) \
+            if script is train_sft else {}  # the files both stages read
+        cfg = script.Config(**{**script.PRESETS[config.upstream_preset], **common, **shared,
+                               "resume": config.resume and os.path.exists(resume_path(config.out_dir, stage))})
         resumed = resumed or cfg.resume
         print0(f"{path} not found: {'resuming' if cfg.resume else 'running'} {script.__name__}.py first "
                f"(preset {config.upstream_preset})")
@@ -183,95 +171,18 @@ def ensure_upstream(config: Config):
     return sft_path, rm_path, resumed
 
 
-class Rounds:
-    """Iterated RLHF (Ouyang et al. 2022, sec. 3.1: steps 2 and 3 "can be iterated continuously"). Before each
-    round after the first, the current policy samples K responses for `round_prompts` of the RM's training
-    prompts, the same simulated labelers rank them (the labeler temperature of the first round), and the RM goes
-    on training on the old and new comparisons together. It sees exactly the responses PPO has learned to
-    overrate. The RM's held-out prompts stay held out; its bias and gain are set again as in train_rm.py."""
-
-    def __init__(self, config, rm_ckpt: dict, tok, rt):
-        import train_rm
-
-        self.config, self.tok, self.rt = config, tok, rt
-        self.rm_config = train_rm.Config(**{k: v for k, v in rm_ckpt["config"].items()
-                                            if k in train_rm.Config.__dataclass_fields__})
-        c = self.rm_config
-        self.per_round = -(-config.iterations // config.rounds)  # ceil
-        if config.rounds <= 1:
-            return
-        cmp_path = c.comparisons or os.path.join(c.out_dir, "rm", "comparisons.jsonl")
-        comparisons = train_rm.read_comparisons(cmp_path)
-        if c.val_comparisons:
-            self.train, self.val = comparisons, train_rm.read_comparisons(c.val_comparisons)
-        else:
-            self.train, self.val = train_rm.split_comparisons(comparisons, c.val_fraction, c.seed)
-        labeler = os.path.join(c.out_dir, "rm", "labeler.json")
-        self.temperature = None
-        if os.path.exists(labeler) and not c.comparisons:
-            with open(labeler) as f:
-                self.temperature = json.load(f)["temperature"]
-        demos = read_sft(data_file(c, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
-        self.demos = train_rm.normalization_demos(demos, c.n_norm_demos, c.seed)
-        prompts = [x["prompt"] for x in self.train + self.val]
-        self.labeler = resolve_labeler(c.labeler, prompts)  # the same labelers as the first round's
-        self.judge = resolve_judge(config.judge, prompts)  # for the RM's held-out accuracy vs gold only
-        self.new = []  # comparisons sampled from the policy in later rounds
-
-    def state(self, rm) -> dict:
-        """What resuming needs: the RM as the rounds so far left it, their comparisons, the labeler temperature."""
-        if self.config.rounds <= 1:
-            return {}
-        return {"reward_model": rm.state_dict(), "round_comparisons": self.new,
-                "labeler_temperature": self.temperature}
-
-    def load_state(self, rm, state: dict):
-        if self.config.rounds > 1 and "reward_model" in state:
-            rm.load_state_dict(state["reward_model"])
-            self.new, self.temperature = state["round_comparisons"], state["labeler_temperature"]
-
-    def starts_at(self, it: int) -> bool:
-        return self.config.rounds > 1 and it > 0 and it % self.per_round == 0
-
-    def step(self, rm, policy, it: int, rng) -> tuple[torch.nn.Module, dict]:
-        """Collect, label, train, normalise; returns the new frozen RM and what to log."""
-        import train_rm
-
-        r = it // self.per_round
-        cfg = copy.copy(self.rm_config)
-        cfg.seed = self.rm_config.seed + 1000 * r  # fresh sampling noise each round
-        idx = rng.choice(len(self.train), min(self.config.round_prompts, len(self.train)), replace=False)
-        rows = [{"prompt": self.train[i]["prompt"], "family": self.train[i].get("family", "")} for i in idx]
-        new, self.temperature = train_rm.collect_comparisons(policy, self.tok, rows, cfg, self.rt, rng, self.labeler,
-                                                             temperature=self.temperature)
-        self.new += new
-        rm = copy.deepcopy(rm).requires_grad_(True)
-        train_acc = train_rm.train_more(rm, self.tok, self.train + self.new, self.config.round_rm_epochs,
-                                        self.config.round_rm_lr, self.rm_config, self.rt, rng)
-        train_rm.normalize(rm, self.tok, self.demos, new[:200] if self.rm_config.normalize_gain else None, self.rt)
-        held_out = rm_report(self.val, train_rm.rm_rewards(rm, self.tok, self.val, self.rt), self.judge,
-                             self.temperature)
-        stats = {"round": r + 1, "rm_train_accuracy": train_acc, "n_comparisons": len(self.train) + len(self.new),
-                 "rm_accuracy_vs_labels": held_out["accuracy_vs_labels"]}
-        if "accuracy_vs_gold" in held_out:
-            stats["rm_accuracy_vs_gold"] = held_out["accuracy_vs_gold"]
-        print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy "
-               + ", ".join(f"{k[len('rm_accuracy_'):].replace('_', ' ')} {v:.3f}" for k, v in stats.items()
-                           if k.startswith("rm_accuracy")))
-        return rm.eval().requires_grad_(False), stats
-
-
-def base_model(config, sft_ckpt: dict, tok, rt):
+def base_model(config, sft_ckpt: dict, demos: list[dict] | None, tok, rt):
     """The pretrained model SFT started from (out/base/model.pt, or the SFT run's --init_from checkpoint), frozen,
-    and the demonstrations of its few-shot prompt; (None, None) if config.few_shot is 0 or there is none."""
+    or None if config.few_shot is 0 or there is none; the report prompts it with `demos` (read_ppo_inputs)."""
     path = base_checkpoint_path(sft_ckpt["config"].get("init_from", ""), config.out_dir)
     if not config.few_shot or not os.path.exists(path):
         if config.few_shot:
             print0(f"no base model at {path}: the report compares PPO with SFT only")
-        return None, None
-    base = load_model(load_checkpoint(path, "base model checkpoint"), tok, path, rt.device)
-    demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the base model's few-shot prompt"))
-    return base, few_shot_demos(demos, config.few_shot, config.seed)
+        return None
+    if demos is None:
+        raise DataError(f"--sft_train: the base model {path} is prompted with demonstrations, and there is no "
+                        "sft_train.jsonl; pass --sft_train=FILE or --few_shot=0")
+    return load_model(load_checkpoint(path, "base model checkpoint"), tok, path, rt.device)
 
 
 def minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch=None):
@@ -322,28 +233,12 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
     return out
 
 
-def read_inputs(config: Config, tok):
-    """The PPO prompts (encoded), the held-out prompts of the report, the corpus windows of PPO-ptx (if
-    ptx_coef > 0), the held-out corpus (if there is one) and the judge."""
-    rows = read_prompts(data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO"))
-    prompts, skipped = encode_prompts(tok, rows, config.max_prompt_len, "ppo_prompts.jsonl")
-    if skipped:
-        print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
-    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation"))
-    eval_rows, _ = encode_prompts(tok, eval_rows, config.max_prompt_len, "eval_prompts.jsonl")
-    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
-    needs_corpus = "PPO-ptx (--ptx_coef > 0)" if config.ptx_coef > 0 else ""
-    corpus = TokenStream(tok, data_file(config, "corpus", "corpus_train.txt", needs_corpus)) if needs_corpus else None
-    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
-    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
-    judge = resolve_judge(config.judge, [r["prompt"] for r in rows + eval_rows])
-    return prompts, eval_rows, corpus, corpus_val, judge
-
-
-def resume_ppo(config: Config, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer, scaler, rng, gen) -> int:
-    """Load out/ppo/resume.pt into the models, KL controller, RLHF rounds, optimizer and random streams;
-    returns the iteration to continue from."""
-    state = load_resume(config, "ppo", rt)
+def resume_ppo(config: Config, state: dict | None, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer,
+               scaler, rng, gen) -> int:
+    """Load out/ppo/resume.pt (read by read_ppo_inputs, or now if it was not there then) into the models, KL
+    controller, RLHF rounds, optimizer and random streams; returns the iteration to continue from."""
+    if state is None:  # a clear error: there is nothing to resume
+        state = read_resume(config, "ppo")
     check_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))
     policy.load_state_dict(state["model"])
     value_model.load_state_dict(state["value_model"])
@@ -451,15 +346,16 @@ def write_overoptimization(config: Config, rt):
 
 def main(config: Config) -> dict:
     t0 = time.time()
-    check_ppo_inputs(config)  # every file this run reads (eval_prompts.jsonl only at the end), before any work
+    inputs = read_ppo_inputs(config)  # every file this run reads (eval_prompts.jsonl only at the end), before any work
     upstream = ensure_upstream(config)
     if upstream is None:
         return {"interrupted": True, "iterations_done": 0}
     sft_path, rm_path, resumed_upstream = upstream
     rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
-    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py`.")
-    rm_ckpt = load_checkpoint(rm_path, "reward model checkpoint", "Run `python train_rm.py`.")
+    tok = inputs.tok
+    # the checkpoints read_ppo_inputs found, else those the upstream stages just wrote
+    sft_ckpt = inputs.sft_ckpt or load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py`.")
+    rm_ckpt = inputs.rm_ckpt or load_checkpoint(rm_path, "reward model checkpoint", "Run `python train_rm.py`.")
     # four models: policy <- SFT, reference = SFT (frozen), RM (frozen), value <- RM (InstructGPT)
     policy = load_model(sft_ckpt, tok, sft_path, rt.device, trainable=True)
     ref = load_model(sft_ckpt, tok, sft_path, rt.device)
@@ -473,17 +369,18 @@ def main(config: Config) -> dict:
     # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
     train_policy = maybe_compile(policy, config.compile, rt)
     train_value = maybe_compile(value_model, config.compile, rt)
-    rounds = Rounds(config, rm_ckpt, tok, rt)
+    rounds = IteratedRLHF(config, rm_ckpt, tok, rt)
     kl_ctl = ppo.kl_controller(config.kl_coef, config.kl_target, config.kl_horizon)
-    prompts, eval_rows, corpus, corpus_val, judge = read_inputs(config, tok)
-    base, base_demos = base_model(config, sft_ckpt, tok, rt)
+    prompts, corpus, judge = inputs.prompts, inputs.corpus, inputs.judge
+    base = base_model(config, sft_ckpt, inputs.base_demos, tok, rt)
     rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
     gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
     local_batch = config.rollout_batch_size // rt.world_size
     start = 0
     # --resume=True resumes PPO itself, unless it only had to resume an upstream stage and PPO never started
-    if config.resume and (os.path.exists(resume_path(config.out_dir, "ppo")) or not resumed_upstream):
-        start = resume_ppo(config, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer, scaler, rng, gen)
+    if config.resume and (inputs.state is not None or not resumed_upstream):
+        start = resume_ppo(config, inputs.state, tok, rt, policy, value_model, rm, kl_ctl, rounds, optimizer, scaler,
+                           rng, gen)
 
     log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master, resume_step=start or None)
     print0(f"PPO: {config.iterations} iterations x {config.rollout_batch_size} rollouts, "
@@ -525,7 +422,8 @@ def main(config: Config) -> dict:
     train_time = time.time() - t0
     write_overoptimization(config, rt)
 
-    return report(config, tok, rt, policy, ref, rm, base, base_demos, eval_rows, judge, corpus_val, t0, train_time)
+    return report(config, tok, rt, policy, ref, rm, base, inputs.base_demos, inputs.eval_rows, judge,
+                  inputs.corpus_val, t0, train_time)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ such responses get a fixed penalty instead of an RM score.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -37,16 +36,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from minigpt_rlhf.checkpoint import model_from_checkpoint, save_checkpoint
 from minigpt_rlhf.common import (
     JSONLLogger,
-    all_reduce_grads,
-    all_reduce_mean,
     check_finite,
     clip_and_step,
     compute_init,
     cosine_lr,
-    gather_shards,
     make_scaler,
     maybe_compile,
     print0,
@@ -54,26 +50,29 @@ from minigpt_rlhf.common import (
     set_lr,
     write_json,
 )
-from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import data_file, read_prompts, read_sft
-from minigpt_rlhf.evaluate import format_rm_report, rm_report, sample_responses
-from minigpt_rlhf.inputs import check_rm_inputs
-from minigpt_rlhf.judge import resolve_judge, resolve_labeler
-from minigpt_rlhf.labeler import calibrate_temperature, rank_responses
-from minigpt_rlhf.losses import batched_kwise_ranking_loss
-from minigpt_rlhf.model import configure_optimizer, swap_unembedding
-from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
-from minigpt_rlhf.reward import (
+from minigpt_rlhf.comparisons import (
     check_comparisons_fit,
-    encode_responses,
-    normalization_demos,
-    normalize_head,
-    prompt_batches,
-    read_comparisons,
-    score_comparisons,
-    write_jsonl,
+    collect_comparisons,
+    comparisons_path,
+    labeler_path,
+    train_and_held_out,
+    write_comparisons,
 )
-from minigpt_rlhf.tokenizer import get_tokenizer
+from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.evaluate import format_rm_report, rm_report
+from minigpt_rlhf.inputs import read_rm_inputs
+from minigpt_rlhf.judge import resolve_judge, resolve_labeler
+from minigpt_rlhf.model import configure_optimizer, swap_unembedding
+from minigpt_rlhf.resume import Stopper, remove_resume, restore_training, resume_path
+from minigpt_rlhf.reward import (
+    encode_responses,
+    heldout_loss,
+    normalization_demos,
+    normalize,
+    prompt_batches,
+    rm_rewards,
+    rm_step_loss,
+)
 
 
 @dataclass
@@ -124,184 +123,31 @@ PRESETS = {
 }
 
 
-def collect_comparisons(sft, tok, rows, config, rt, rng, labeler, temperature=None) -> tuple[list[dict], float]:
-    """Sample K responses per prompt from the SFT model (or, in a later RLHF round, the current policy) and have
-    the simulated labeler rank them: the `labeler`'s scores (judge.Scorer) with Plackett-Luce noise, calibrated
-    on these groups or fixed to a given `temperature` (the same labelers in every round).
-
-    A labeler ranks K *different* outputs: an empty response, or a repeat of one already in the group (a pair
-    of identical texts has no right order, and no RM can separate them), is dropped and, for up to
-    config.distinct_tries more rounds, replaced by a new sample of the same prompt."""
-    ks = rng.integers(config.k_min, config.k_max + 1, size=len(rows))
-    distinct = [[] for _ in rows]  # distinct samples of each prompt
-    seen = [set() for _ in rows]
-    todo = [(i, int(k)) for i, k in enumerate(ks)]  # (prompt index, samples still wanted)
-    n_sampled = 0
-    for attempt in range(1 + config.distinct_tries):
-        expanded = [rows[i] for i, need in todo for _ in range(need)]
-        if not expanded:
-            break
-        samples = sample_responses(sft, tok, expanded, config.max_new_tokens, config.sample_temperature,
-                                   seed=config.seed + 7919 * attempt, runtime=rt)  # sharded, gathered on all
-        n_sampled += len(samples)
-        start, still_short = 0, []
-        for i, need in todo:
-            # responses cut off without EOS stay in (the labeler sees them cut off)
-            for s in samples[start: start + need]:
-                if s["response"].strip() and (s["response"], s["ended"]) not in seen[i]:
-                    seen[i].add((s["response"], s["ended"]))
-                    distinct[i].append(s)
-            start += need
-            if len(distinct[i]) < ks[i]:
-                still_short.append((i, int(ks[i]) - len(distinct[i])))
-        todo = still_short
-    groups = [(row, group, [labeler.score(row["prompt"], s["response"], s["ended"]) for s in group])
-              for row, group in zip(rows, distinct) if len(group) >= 2]
-    if not groups:
-        raise SystemExit("the SFT model produced fewer than 2 non-empty responses for every RM prompt; "
-                         "train SFT longer or raise max_new_tokens")
-    # the labeler's noise is set so that two independent labelers agree on target_agreement of the pairs
-    if temperature is None:
-        temperature = calibrate_temperature([g for _, _, g in groups], config.target_agreement)
-    comparisons = []
-    for row, group, scores in groups:
-        ranking = rank_responses(scores, temperature, rng)
-        comparisons.append({"prompt": row["prompt"], "family": row.get("family", ""),
-                            "responses": [s["response"] for s in group], "ended": [s["ended"] for s in group],
-                            "ranking": [int(i) for i in ranking]})
-    n_kept = sum(len(c["responses"]) for c in comparisons)
-    print0(f"collected {len(comparisons)} prompts with {n_kept} distinct responses out of {n_sampled} samples "
-           f"({len(todo)} prompts still short of K after {config.distinct_tries} extra rounds); "
-           f"{sum(not e for c in comparisons for e in c['ended'])} without EOS; labeler temperature {temperature:.4f}")
-    return comparisons, temperature
-
-
-def split_comparisons(comparisons: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, held-out): a seeded random share of the prompts is held out, the same however they were collected."""
-    perm = np.random.default_rng([seed, 1]).permutation(len(comparisons))
-    n_val = max(1, int(len(comparisons) * val_fraction))
-    return [comparisons[i] for i in perm[n_val:]], [comparisons[i] for i in perm[:n_val]]
-
-
-@torch.no_grad()
-def rm_rewards(rm, tok, comparisons, rt, batch=16) -> list[list[float]]:
-    """The RM's reward of every response of every comparison; sharded over ranks, gathered on all."""
-    mine = comparisons[rt.rank:: rt.world_size]  # this rank's shard (all of them in one process)
-    out = []
-    for i in range(0, len(mine), batch):
-        chunk = mine[i: i + batch]
-        enc = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in chunk]
-        flat = score_comparisons(rm, enc, tok.pad_id, rt.device).float().cpu().tolist()
-        for c in chunk:
-            out.append(flat[: len(c["responses"])])
-            flat = flat[len(c["responses"]):]
-    return gather_shards(out, rt)
-
-
-def heldout_loss(rm, tok, comparisons, rt) -> float:
-    """Mean K-wise ranking loss over held-out prompts, against their labels (never the gold scores)."""
-    rewards = rm_rewards(rm, tok, comparisons, rt)
-    flat = torch.tensor([r for rs in rewards for r in rs])
-    loss, _ = batched_kwise_ranking_loss(flat, [c["ranking"] for c in comparisons])
-    return float(loss)
-
-
-@torch.no_grad()
-def normalize(rm, tok, demos: list[dict], samples: list[dict] | None, rt) -> tuple[float, float, float]:
-    """Fold into the RM's head a bias that gives the demonstrations mean reward 0 (Ouyang et al. 2022) and, if
-    `samples` (comparisons of policy samples) are given, a gain that gives their responses unit std
-    (lm-human-preferences). Returns (gain, shift, raw_std)."""
-    demo_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, [
-        {"prompt": d["prompt"], "responses": [d["response"]]} for d in demos], rt) for r in rs])
-    sample_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, samples, rt) for r in rs]) if samples else None
-    gain, shift, raw_std = normalize_head(rm, demo_rewards, sample_rewards)
-    print0(f"normalised: demonstrations' mean reward {shift:.3f} -> 0, gain {gain:.3f} (raw std {raw_std:.3f})")
-    return gain, shift, raw_std
-
-
-def train_more(rm, tok, comparisons: list[dict], epochs: int, lr: float, config, rt, rng) -> float:
-    """A later RLHF round: go on training the RM on `comparisons` (old and new) at a constant learning rate.
-    The same step as the first round's (rm_step_loss); gradients averaged over ranks by hand. Returns the
-    mean training-pair accuracy of the last epoch."""
-    encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in comparisons]
-    rankings = [c["ranking"] for c in comparisons]
-    optimizer = configure_optimizer(rm, lr, config.weight_decay, fused=rt.device.type == "cuda")
-    scaler = make_scaler(rt)
-    params = [p for p in rm.parameters() if p.requires_grad]
-    rm.train()
-    for _ in range(epochs):
-        accs = []
-        for b in prompt_batches(len(comparisons), config.prompts_per_batch, rng):
-            if len(b) < rt.world_size:
-                continue
-            loss, acc = rm_step_loss(rm, encoded, rankings, b, tok.pad_id, rt, scaler)
-            check_finite(loss, "rm", "in a later RLHF round")
-            all_reduce_grads(params, rt)
-            clip_and_step(optimizer, scaler, params, config.grad_clip)
-            accs.append(acc)
-    rm.eval()
-    return float(np.mean(accs))
-
-
-def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) -> tuple[float, float]:
-    """Forward and backward of one RM optimizer step over the whole prompts in `batch` (indices into
-    encoded / rankings). Rank r takes prompts r, r + W, ...: a prompt's K responses go through ONE forward
-    pass on one rank, so its pairs are never split. The summed per-prompt losses are divided by the number
-    of prompts in the whole step (times W, which DDP's gradient averaging divides out), so the gradient
-    equals that of one process over the whole batch (tests/test_distributed.py).
-    Returns the step's mean loss and pair accuracy over all ranks."""
-    mine = batch[rt.rank:: rt.world_size]
-    with rt.autocast():
-        rewards = score_comparisons(train_rm, [encoded[i] for i in mine], pad_id, rt.device)
-    loss, stats = batched_kwise_ranking_loss(rewards.float(), [rankings[i] for i in mine], n_prompts=len(batch))
-    loss_w = loss * rt.world_size
-    (scaler.scale(loss_w) if scaler is not None else loss_w).backward()  # fp16: scaled (common.make_scaler)
-    n_correct = all_reduce_mean(float(stats["n_correct_pairs"]), rt)
-    n_pairs = all_reduce_mean(float(stats["n_pairs"]), rt)
-    return all_reduce_mean(loss.item(), rt) * rt.world_size, n_correct / n_pairs
-
-
-def load_comparisons(config: Config, sft, tok, rt, rng) -> tuple[list[dict], list[dict], float | None]:
+def load_comparisons(config: Config, inputs, sft, tok, rt, rng) -> tuple[list[dict], list[dict], float | None]:
     """(train, held-out) comparisons and the labeler temperature they were ranked at (None if unknown). They are
-    --comparisons, else out/rm/comparisons.jsonl if it exists (unless --relabel=True), else collected now from
-    the SFT model and saved there; held out: --val_comparisons, else a seeded random share of the prompts."""
-    if config.resume and config.relabel:
-        raise SystemExit("--resume=True continues training on the saved comparisons; it cannot --relabel=True")
-    # a held-out file is read first, so that a bad one stops the run before any sampling
-    val_given = read_comparisons(config.val_comparisons) if config.val_comparisons else None
-    cmp_path = config.comparisons or os.path.join(config.out_dir, "rm", "comparisons.jsonl")
-    temp_path = os.path.join(config.out_dir, "rm", "labeler.json")
-    if config.comparisons or (os.path.exists(cmp_path) and not config.relabel):
-        comparisons = read_comparisons(cmp_path)
-        temperature = None
-        if os.path.exists(temp_path) and not config.comparisons:
-            with open(temp_path) as f:
-                temperature = json.load(f)["temperature"]
-        print0(f"using {len(comparisons)} comparisons from {cmp_path} (--relabel=True to collect anew)")
+    --comparisons, else out/rm/comparisons.jsonl if it exists (unless --relabel=True), as read_rm_inputs read
+    them, else collected now from the SFT model and saved there; held out: --val_comparisons, else a seeded
+    random share of the prompts."""
+    comparisons, temperature = inputs.comparisons, inputs.temperature
+    if comparisons is not None:
+        print0(f"using {len(comparisons)} comparisons from {comparisons_path(config)} (--relabel=True to collect "
+               "anew)")
     else:
-        rows = read_prompts(data_file(config, "rm_prompts", "rm_prompts.jsonl", "collecting comparisons"))
+        rows = inputs.rm_prompts
         labeler = resolve_labeler(config.labeler, [r["prompt"] for r in rows])
         if config.max_prompts:  # a random subset: the file is ordered by task family
             rows = [rows[i] for i in sorted(rng.permutation(len(rows))[: config.max_prompts])]
         comparisons, temperature = collect_comparisons(sft, tok, rows, config, rt, rng, labeler)
         if rt.master:
-            write_jsonl(cmp_path, comparisons)
-            write_json(temp_path, {"temperature": temperature, "target_agreement": config.target_agreement})
-    if val_given is None:
-        return *split_comparisons(comparisons, config.val_fraction, config.seed), temperature
-    # a fixed held-out set (e.g. to compare RMs trained on different data)
-    shared = {c["prompt"] for c in comparisons} & {c["prompt"] for c in val_given}
-    if shared:
-        raise SystemExit(f"--val_comparisons={config.val_comparisons}: {len(shared)} of its prompts are also in "
-                         f"the training comparisons (e.g. {sorted(shared)[0]!r}); a held-out set must not be "
-                         "trained on")
-    return comparisons, val_given, temperature
+            write_comparisons(comparisons_path(config), comparisons)
+            write_json(labeler_path(config.out_dir), {"temperature": temperature,
+                                                      "target_agreement": config.target_agreement})
+    return *train_and_held_out(comparisons, inputs.val_comparisons, config), temperature
 
 
-def resume_rm(config: Config, rt, rm, optimizer, scaler) -> tuple[int, dict | None]:
-    """Load out/rm/resume.pt into the RM, optimizer and random streams; returns the step to continue from and
-    the early-stopping state (the best epoch so far)."""
-    state = load_resume(config, "rm", rt)
+def resume_rm(config: Config, state: dict, rt, rm, optimizer, scaler) -> tuple[int, dict | None]:
+    """Load out/rm/resume.pt (read by read_rm_inputs) into the RM, optimizer and random streams; returns the step
+    to continue from and the early-stopping state (the best epoch so far)."""
     rm.load_state_dict(state["model"])
     start = restore_training(state, rt, optimizer, scaler)
     print0(f"resuming RM training at step {start} from {resume_path(config.out_dir, 'rm')}")
@@ -352,16 +198,13 @@ def report(config: Config, rm, tok, rt, train, val, judge, temperature, t0: floa
 
 def main(config: Config) -> dict:
     t0 = time.time()
-    check_rm_inputs(config)  # every file this run reads (sft_train.jsonl only at the end), before any work
+    inputs = read_rm_inputs(config)  # every file this run reads (sft_train.jsonl only at the end), before any work
+    tok = inputs.tok
     rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
-    sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
-    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
     # no dropout: the RM is evaluated as it is trained
-    sft = model_from_checkpoint(sft_ckpt, tok, where=sft_path, dropout=0.0).to(rt.device).eval()
+    sft = model_from_checkpoint(inputs.sft_ckpt, tok, where=inputs.sft_path, dropout=0.0).to(rt.device).eval()
     rng = np.random.default_rng(config.seed)
-    demos = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
-    train, val, temperature = load_comparisons(config, sft, tok, rt, rng)
+    train, val, temperature = load_comparisons(config, inputs, sft, tok, rt, rng)
     t_collect = time.time() - t0
     judge = resolve_judge(config.judge, [c["prompt"] for c in train + val])
 
@@ -369,7 +212,7 @@ def main(config: Config) -> dict:
     rm = swap_unembedding(sft).to(rt.device)
     optimizer = configure_optimizer(rm, config.lr, config.weight_decay, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
-    start, best = resume_rm(config, rt, rm, optimizer, scaler) if config.resume else (0, None)
+    start, best = resume_rm(config, inputs.state, rt, rm, optimizer, scaler) if config.resume else (0, None)
     # early stopping: the weights after the epoch with the lowest held-out loss; stop once an epoch is worse
     best = best or {"loss": float("inf"), "epoch": 0, "model": None}
     train_rm = maybe_compile(rm, config.compile, rt)
@@ -404,7 +247,7 @@ def main(config: Config) -> dict:
     rm.eval()
 
     # normalisation: demonstrations get mean reward 0; SFT samples unit std
-    demos = normalization_demos(demos, config.n_norm_demos, config.seed)
+    demos = normalization_demos(inputs.demos, config.n_norm_demos, config.seed)
     gain, shift, raw_std = normalize(rm, tok, demos, train[:200] if config.normalize_gain else None, rt)
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "rm", "model.pt"), rm, tok, config, stage="rm",

@@ -14,8 +14,7 @@ Departures from the paper (Ouyang et al. 2022, appendix C.1): the paper trains 1
 dropout 0.2 and picks the final SFT model by reward-model score on a validation set; we train a fixed
 number of steps (a few epochs of our small data) and keep the last model, since the RM does not exist yet;
 and each SFT step also takes a next-token loss on a few corpus windows (--corpus_mix, weight 0.25), without
-which this small model forgets its corpus entirely (corpus loss 0.79 -> 5.80 on the default run, 0.87 with
-it; docs/defaults.md).
+which this small model forgets its corpus (docs/defaults.md, "SFT: keeping the language model", measures it).
 Writes out/base/model.pt, out/sft/model.pt, out/sft/log.jsonl and out/sft/eval.json (validation loss and
 sample responses; with a judge, minigpt_rlhf/judge.py, their judge scores).
 """
@@ -53,22 +52,12 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import (
-    SFTData,
-    TokenStream,
-    data_file,
-    length_grouped_order,
-    read_prompts,
-    read_sft,
-    spread_subset,
-)
+from minigpt_rlhf.data import SFTData, TokenStream, length_grouped_order
 from minigpt_rlhf.evaluate import corpus_loss, format_sft_report, sample_responses, sft_report
-from minigpt_rlhf.inputs import check_sft_inputs
-from minigpt_rlhf.judge import resolve_judge
+from minigpt_rlhf.inputs import read_sft_inputs
 from minigpt_rlhf.losses import lm_loss, sft_loss
 from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer, from_pretrained
-from minigpt_rlhf.resume import Stopper, load_resume, remove_resume, restore_training, resume_path
-from minigpt_rlhf.tokenizer import get_tokenizer
+from minigpt_rlhf.resume import Stopper, remove_resume, restore_training, resume_path
 
 
 @dataclass
@@ -93,7 +82,7 @@ class Config:
     pretrain_batch_size: int = 16  # sequences of block_size tokens per step
     pretrain_lr: float = 2e-3  # peak learning rate for pretraining
     # supervised fine-tuning
-    sft_steps: int = 1200  # optimizer steps of SFT (~10 epochs; bench/RESULTS.md has the sweep)
+    sft_steps: int = 1200  # optimizer steps of SFT (~10 epochs; docs/defaults.md has the sweep)
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
     group_by_length: bool = True  # batch demonstrations of similar length: less padding, same epochs
     corpus_mix: float = 0.25  # weight of a next-token loss on corpus windows added to each SFT step (0 = paper)
@@ -130,8 +119,9 @@ PRESETS = {
 }
 
 
-def build_base_model(config: Config, tok, rt) -> GPT:
-    """The pretrained LM SFT starts from: a saved checkpoint, GPT-2 weights, or a fresh model to pretrain."""
+def build_base_model(config: Config, tok, init_ckpt: dict | None) -> GPT:
+    """The pretrained LM SFT starts from: a saved checkpoint (init_ckpt, read from --init_from), GPT-2 weights,
+    or a fresh model to pretrain."""
     if config.init_from.startswith("gpt2:"):
         vocab = ((tok.n_vocab + 63) // 64) * 64  # pad to a multiple of 64 (nanoGPT: ~25% faster on GPU)
         model = from_pretrained(config.init_from[len("gpt2:"):], vocab_size=vocab)
@@ -140,8 +130,7 @@ def build_base_model(config: Config, tok, rt) -> GPT:
                              f"or --tokenizer=gpt2:/folder (got {tok.name!r})")
         return model
     if config.init_from:
-        ckpt = load_checkpoint(config.init_from, "base checkpoint", "Omit --init_from to pretrain one.")
-        return model_from_checkpoint(ckpt, tok, where=config.init_from)
+        return model_from_checkpoint(init_ckpt, tok, where=config.init_from)
     vocab = ((tok.n_vocab + 63) // 64) * 64
     return GPT(GPTConfig(block_size=config.block_size, vocab_size=vocab, n_layer=config.n_layer,
                          n_head=config.n_head, n_embd=config.n_embd, dropout=0.0))
@@ -168,7 +157,7 @@ def pretrain(model, config: Config, tok, rt, corpus: TokenStream, val: TokenStre
         x, y = x.to(rt.device), y.to(rt.device)
         with rt.autocast():
             loss = lm_loss(train_model(x).float(), y)
-        check_finite(loss, "pretrain", f"at step {step}")
+        check_finite(loss, "pretrain", f"at step {step}", rt)  # a rank's own loss: every rank stops together
         scaler.scale(loss).backward()
         clip_and_step(optimizer, scaler, model.parameters(), config.grad_clip)
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -234,12 +223,10 @@ def sft_step_loss(train_model, data: SFTData, rows, rt, grad_accum: int = 1, sca
     return all_reduce_mean(total, rt) * rt.world_size
 
 
-def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=None, corpus=None):
-    """Supervised fine-tuning on the demonstrations. Returns (val loss before, val loss after), or None if it
-    stopped early (the resume state is saved)."""
+def sft(model, config: Config, tok, rt, train: SFTData, val: SFTData, stopper, state=None, corpus=None):
+    """Supervised fine-tuning on the demonstrations (tokenised by read_sft_inputs). Returns (val loss before,
+    val loss after), or None if it stopped early (the resume state is saved)."""
     model.set_dropout(config.dropout)  # residual dropout for SFT (Ouyang et al. 2022, appendix C.1)
-    train = SFTData(tok, train_rows, model.config.block_size)
-    val = SFTData(tok, val_rows, model.config.block_size)
     if train.skipped:
         print0(f"skipped {train.skipped} demonstrations longer than the context ({model.config.block_size})")
     optimizer = configure_optimizer(model, config.lr, config.weight_decay, fused=rt.device.type == "cuda")
@@ -300,23 +287,6 @@ def sft(model, config: Config, tok, rt, train_rows, val_rows, stopper, state=Non
     return val_loss0, val_loss
 
 
-def read_inputs(config: Config, tok):
-    """The corpus (to pretrain on, or to mix into SFT), the held-out corpus (if there is one), the training and
-    held-out demonstrations, the held-out prompts sampled at the end, and the judge."""
-    needs_corpus = "pretraining (no --init_from)" if not config.init_from else (
-        f"--corpus_mix={config.corpus_mix}, which --corpus_mix=0 turns off," if config.corpus_mix > 0 else "")
-    corpus_path = data_file(config, "corpus", "corpus_train.txt", needs_corpus)
-    corpus = TokenStream(tok, corpus_path) if needs_corpus else None
-    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
-    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
-    train_rows = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "SFT"))
-    val_rows = read_sft(data_file(config, "sft_val", "sft_val.jsonl", "SFT's validation loss"))
-    eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the held-out evaluation"))
-    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
-    judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows + val_rows])
-    return corpus, corpus_val, train_rows, val_rows, eval_rows, judge
-
-
 def check_batch_split(config: Config, rt):
     """A step's demonstrations and corpus windows must split evenly over micro-steps and processes."""
     if config.batch_size % (config.grad_accum * rt.world_size):
@@ -358,17 +328,15 @@ def report(config: Config, model, tok, rt, eval_rows, val_rows, judge, corpus_va
 
 def main(config: Config) -> dict:
     t0 = time.time()
-    check_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
+    inputs = read_sft_inputs(config)  # every file this run reads, before pretraining can replace out/base/model.pt
+    tok, corpus, corpus_val, state = inputs.tok, inputs.corpus, inputs.corpus_val, inputs.state
     rt = compute_init(config.device, config.dtype, config.seed)
-    tok = get_tokenizer(config.tokenizer)
-    corpus, corpus_val, train_rows, val_rows, eval_rows, judge = read_inputs(config, tok)
     check_batch_split(config, rt)
-    state = load_resume(config, "sft", rt) if config.resume else None
     if state is not None:  # the model as it was saved; the rest of the config comes from this command line
         model = model_from_checkpoint(state, tok, where=resume_path(config.out_dir, "sft")).to(rt.device)
         print0(f"resuming {state['phase']} at step {state['step']} from {resume_path(config.out_dir, 'sft')}")
     else:
-        model = build_base_model(config, tok, rt).to(rt.device)
+        model = build_base_model(config, tok, inputs.init_ckpt).to(rt.device)
     print0(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
            f"context {model.config.block_size}; device {rt.device}, {rt.world_size} process(es)")
 
@@ -377,12 +345,13 @@ def main(config: Config) -> dict:
             if not pretrain(model, config, tok, rt, corpus, corpus_val, stopper, state):
                 return {"interrupted": True, "phase": "pretrain"}
             state = None
-        losses = sft(model, config, tok, rt, train_rows, val_rows, stopper, state, corpus)
+        losses = sft(model, config, tok, rt, inputs.train, inputs.val, stopper, state, corpus)
         if losses is None:
             return {"interrupted": True, "phase": "sft"}
     val_loss0, val_loss = losses
     remove_resume(config.out_dir, "sft", rt)
-    return report(config, model, tok, rt, eval_rows, val_rows, judge, corpus_val, val_loss0, val_loss, t0)
+    return report(config, model, tok, rt, inputs.eval_rows, inputs.val_rows, inputs.judge, corpus_val, val_loss0,
+                  val_loss, t0)
 
 
 if __name__ == "__main__":

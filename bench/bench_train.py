@@ -93,11 +93,11 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> f
 
 def bench_stages(args):
     """Tokens/s of the real pretraining step (lm_loss on corpus windows), SFT step (train_sft.sft_step_loss) and
-    RM step (train_rm.rm_step_loss), each + clip + AdamW, on the real data, eager and compiled; MFU on CUDA."""
+    RM step (reward.rm_step_loss), each + clip + AdamW, on the real data, eager and compiled; MFU on CUDA."""
     import numpy as np
 
-    import train_rm
     import train_sft
+    from minigpt_rlhf import reward
     from minigpt_rlhf.common import compute_init
     from minigpt_rlhf.data import SFTData, TokenStream, length_grouped_order, read_sft
     from minigpt_rlhf.losses import lm_loss
@@ -158,7 +158,7 @@ def bench_stages(args):
                     x = sft_data.batch(rows)[0]
                 else:
                     batch = rm_prompts[i % len(rm_prompts)]
-                    train_rm.rm_step_loss(train_model, batch, rankings, list(range(4)), tok.pad_id, rt)
+                    reward.rm_step_loss(train_model, batch, rankings, list(range(4)), tok.pad_id, rt)
                     x = torch.zeros(sum(len(e) for e in batch), max(len(s) for e in batch for s in e))
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()

@@ -37,11 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from minigpt_rlhf.comparisons import read_comparisons, read_labeler_temperature  # noqa: E402
 from minigpt_rlhf.data import DataError, TokenStream, read_prompts, read_sft  # noqa: E402
-from minigpt_rlhf.inputs import check_labeler_file  # noqa: E402
 from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer  # noqa: E402
 from minigpt_rlhf.resume import read_resume_state, restore_training, rng_state  # noqa: E402
-from minigpt_rlhf.reward import read_comparisons  # noqa: E402
 from minigpt_rlhf.tokenizer import bytes_to_unicode, get_tokenizer, load_gpt2_folder  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------
@@ -355,7 +354,7 @@ def reader_cases(tok, work: Path, rng: random.Random):
     path = work / "labeler.json"
     for i, text in enumerate(['{"temperature": 0.5}', "{", "[]", '{"temp": 1}', '{"temperature": "1"}',
                               '{"temperature": -1}', '{"temperature": NaN}', '{"temperature": 1e999}', ""]):
-        yield "labeler.json", f"{i}: {text}", path, text.encode(), lambda p=path: check_labeler_file(str(p))
+        yield "labeler.json", f"{i}: {text}", path, text.encode(), lambda p=path: read_labeler_temperature(str(p))
     path = work / "model.pt"
     for name, data in checkpoint_cases(tok, {**resume_payload(tok, "rm"), "optimizer": None}, rng).items():
         yield "checkpoint", name, path, data, lambda p=path: model_from_checkpoint(load_checkpoint(p), tok, str(p))

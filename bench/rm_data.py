@@ -10,7 +10,7 @@ win rate of PPO against each RM.
 Prompts: the world generator is run again with a larger RM split of --pool prompts. Each family draws its
 prompts from its own seeded stream, so the first 1200 are exactly data/rm_prompts.jsonl; prompts that are also
 in data/ppo_prompts.jsonl are dropped (eval and SFT prompts are kept out by the generator itself).
-Comparisons are collected once from the SFT model with train_rm.py's defaults (`collect_comparisons`: K in
+Comparisons are collected once from the SFT model with train_rm.py's defaults (`comparisons.collect_comparisons`: K in
 [4, 9] distinct samples, the simulated labeler calibrated to 72.6 % agreement). A fixed set of --n_val
 prompts is held out; each RM is trained by `train_rm.main` (train_rm.py's default Config: up to 6 epochs with
 early stopping, 4 prompts per step, normalised) on the first N of the other prompts, so the training sets are
@@ -41,9 +41,9 @@ import train_rm  # noqa: E402
 from minigpt_rlhf import world  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, load_model  # noqa: E402
 from minigpt_rlhf.common import compute_init  # noqa: E402
+from minigpt_rlhf.comparisons import collect_comparisons, write_comparisons  # noqa: E402
 from minigpt_rlhf.data import read_prompts  # noqa: E402
 from minigpt_rlhf.judge import resolve_labeler  # noqa: E402
-from minigpt_rlhf.reward import write_jsonl  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
 
 
@@ -92,10 +92,10 @@ def main(args):
         print(f"collecting comparisons for {len(rows)} of {len(pool)} prompts ...", flush=True)
         rm_config = train_rm.Config()
         labeler = resolve_labeler(rm_config.labeler, [r["prompt"] for r in rows])  # the world's, by default
-        comparisons, temperature = train_rm.collect_comparisons(sft, tok, rows, rm_config, rt, rng, labeler)
+        comparisons, temperature = collect_comparisons(sft, tok, rows, rm_config, rt, rng, labeler)
         # collect_comparisons keeps the order of `rows` (it drops prompts with fewer than 2 responses)
-        write_jsonl(val_path, comparisons[: args.n_val])
-        write_jsonl(cmp_path, comparisons[args.n_val: args.n_val + max(sizes)])
+        write_comparisons(val_path, comparisons[: args.n_val])
+        write_comparisons(cmp_path, comparisons[args.n_val: args.n_val + max(sizes)])
         print(f"collected in {time.time() - t0:.0f}s; labeler temperature {temperature:.4f}", flush=True)
     train_all = cmp_path.read_text().splitlines()
     results = []

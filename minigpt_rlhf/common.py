@@ -150,7 +150,8 @@ def check_finite(loss, stage: str, at: str, runtime: Runtime | None = None):
     if runtime is not None:
         finite = all_reduce_mean(float(finite), runtime) == 1.0
     if not finite:
-        raise SystemExit(f"{stage}: loss became {value} {at}; stopping (the last saved checkpoint is left as it "
+        became = value if not math.isfinite(value) else "non-finite on another rank"
+        raise SystemExit(f"{stage}: loss became {became} {at}; stopping (the last saved checkpoint is left as it "
                          "was). Try a lower learning rate.")
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .common import gather_shards
-from .data import encode_prompt
+from .data import DataError, encode_prompt
 from .labeler import calibrate_temperature, expected_agreement, measure_agreement, rank_responses, within_group_gaps
 from .losses import lm_loss
 from .reward import collate_sequences, reward_at_eos
@@ -129,7 +129,8 @@ def kl_to_reference(policy, ref, tok, samples: list[dict], temperature: float, b
 @torch.no_grad()
 def corpus_loss(model, stream, block_size: int, batch_size: int = 32, max_batches: int = 20,
                 autocast=None) -> float:
-    """Mean next-token loss on the first windows of a token stream (deterministic)."""
+    """Mean next-token loss on the first windows of a token stream (deterministic). A stream too short for one
+    window of block_size + 1 tokens has no loss to report: that is an error, never a loss of 0."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
@@ -144,7 +145,10 @@ def corpus_loss(model, stream, block_size: int, batch_size: int = 32, max_batche
         total += float(lm_loss(logits.float(), y)) * x.size(0)
         n += x.size(0)
     model.train(was_training)
-    return total / max(n, 1)
+    if n == 0:
+        raise DataError(f"{getattr(stream, 'path', 'the corpus')}: {len(stream)} tokens, too short for one window "
+                        f"of {block_size + 1} tokens: its loss cannot be measured. Add text or lower --block_size")
+    return total / n
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,21 +1,24 @@
-"""Every input of a stage, opened and checked before the stage does any work or writes anything.
+"""Every input of a stage, read and checked once, before the stage does any work or writes anything.
 
 A bad file found after pretraining or PPO has run costs the run, and a checkpoint written before the error
-has already replaced a good one. So each script's main starts with check_<stage>_inputs(config): the data
+has already replaced a good one. So each script's main starts with read_<stage>_inputs(config): the data
 files it will read (also those read only at the end, for evaluation or normalisation), the tokenizer, the
 checkpoints and the resume state it will load, the sizes that must fit the model's context, and the output
 folder. Each problem is a data.DataError (or FileNotFoundError) naming the file and line, or the key or
-option, and saying how to fix it.
+option, and saying how to fix it. What was read is returned, parsed and tokenised, and is what the run uses:
+there is no second reader that could disagree with the check.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import check_checkpoint, checkpoint_config, load_checkpoint
+from .checkpoint import check_checkpoint, load_checkpoint
+from .common import print0
+from .comparisons import check_comparisons_fit, read_saved_comparisons
 from .data import (
     DataError,
     SFTData,
@@ -28,10 +31,12 @@ from .data import (
     read_prompts,
     read_sft,
     read_text,
+    spread_subset,
 )
-from .resume import read_resume_state, resume_path
-from .reward import check_comparisons_fit, encode_responses, normalization_demos, read_comparisons
-from .tokenizer import get_tokenizer
+from .judge import Scorer, resolve_judge
+from .resume import read_resume_state, resume_path, warn_config_changes
+from .reward import encode_responses, normalization_demos
+from .tokenizer import Tokenizer, get_tokenizer
 
 RESUME_HINT = "Run without --resume=True to start over."
 
@@ -78,15 +83,6 @@ def check_prompts_fit(tok, rows: list[dict], max_new_tokens: int, block_size: in
                             "Shorten the prompt or lower --max_new_tokens")
 
 
-def check_labeler_file(path: str):
-    """out/rm/labeler.json: the simulated labeler's calibrated temperature, written by train_rm.py."""
-    obj = parse_json(read_text(path, "labeler file"), path)
-    t = obj.get("temperature") if isinstance(obj, dict) else None
-    if type(t) not in (int, float) or not math.isfinite(t) or t < 0:
-        raise DataError(f"{path}: 'temperature' should be a number >= 0, got {t!r}. Delete the file and run "
-                        "train_rm.py with --relabel=True to collect and calibrate anew")
-
-
 def gpt2_block_size(folder: str) -> int:
     """The context of a Hugging Face GPT-2 folder (model.from_pretrained checks the rest when it loads)."""
     path = os.path.join(folder, "config.json")
@@ -97,7 +93,36 @@ def gpt2_block_size(folder: str) -> int:
     return n
 
 
-def check_sft_inputs(config):
+def read_resume(config, stage: str) -> dict:
+    """The stage's resume state, checked key by key, with a warning naming the settings of `config` that differ
+    from the stopped run's; a clear error if there is none."""
+    hint = (f"There is nothing to resume: {stage} either finished (its result is "
+            f"{os.path.join(config.out_dir, stage)}/model.pt) or never saved a resume state. {RESUME_HINT}")
+    state = read_resume_state(resume_path(config.out_dir, stage), stage, world_size(), hint)
+    warn_config_changes(state, config, print0)
+    return state
+
+
+@dataclass
+class SFTInputs:
+    """What train_sft.py reads. corpus: to pretrain on or mix into SFT (None if neither); corpus_val: the
+    held-out corpus (None if there is none); train / val: the demonstrations, tokenised for the model's
+    context; val_rows: the held-out demonstrations as read (the report judges them); eval_rows: the held-out
+    prompts sampled at the end; init_ckpt: the --init_from checkpoint (None to pretrain, or from GPT-2 weights);
+    state: the resume state (None unless --resume=True)."""
+    tok: Tokenizer
+    corpus: TokenStream | None
+    corpus_val: TokenStream | None
+    train: SFTData
+    val: SFTData
+    val_rows: list[dict]
+    eval_rows: list[dict]
+    judge: Scorer | None
+    init_ckpt: dict | None
+    state: dict | None
+
+
+def read_sft_inputs(config) -> SFTInputs:
     """train_sft.py: tokenizer, both corpora, sft_train/sft_val/eval_prompts, --init_from or the resume state."""
     check_positive(config, ("n_layer", "n_head", "n_embd", "block_size", "pretrain_batch_size", "batch_size",
                             "grad_accum", "eval_interval", "max_new_tokens", "corpus_mix_batch"))
@@ -111,17 +136,15 @@ def check_sft_inputs(config):
     train_rows = read_sft(data_file(config, "sft_train", "sft_train.jsonl", "SFT"))
     val_rows = read_sft(data_file(config, "sft_val", "sft_val.jsonl", "SFT's validation loss"))
     eval_rows = read_prompts(data_file(config, "eval_prompts", "eval_prompts.jsonl", "the held-out evaluation"))
-    state = None
+    state = init_ckpt = None
     if config.resume:
-        path = resume_path(config.out_dir, "sft")
-        hint = (f"There is nothing to resume: SFT either finished or never saved a resume state. {RESUME_HINT}")
-        state = read_resume_state(path, "sft", world_size(), hint)
-        block_size = check_checkpoint(state, tok, path, head="lm").block_size
+        state = read_resume(config, "sft")
+        block_size = check_checkpoint(state, tok, state["_where"], head="lm").block_size
     elif config.init_from.startswith("gpt2:"):
         block_size = gpt2_block_size(config.init_from[len("gpt2:"):])
     elif config.init_from:
-        ckpt = load_checkpoint(config.init_from, "base checkpoint", "Omit --init_from to pretrain one.", mmap=True)
-        block_size = check_checkpoint(ckpt, tok, config.init_from, head="lm").block_size
+        init_ckpt = load_checkpoint(config.init_from, "base checkpoint", "Omit --init_from to pretrain one.")
+        block_size = check_checkpoint(init_ckpt, tok, config.init_from, head="lm").block_size
     else:
         if config.n_embd % config.n_head:
             raise DataError(f"--n_embd={config.n_embd} must be a multiple of --n_head={config.n_head}")
@@ -132,35 +155,56 @@ def check_sft_inputs(config):
     if corpus_val is not None:
         corpus_val.require_windows(block_size)  # the corpus loss reported at the end
     train = SFTData(tok, train_rows, block_size)
-    SFTData(tok, val_rows, block_size)
+    val = SFTData(tok, val_rows, block_size)
     order = state["order"] if state is not None and state["phase"] == "sft" else None
     if order is not None and len(order) and (int(order.min()) < 0 or int(order.max()) >= len(train)):
         raise DataError(f"{state['_where']}: key 'order' does not index the {len(train)} demonstrations of "
                         f"sft_train.jsonl that fit: the data changed since the run stopped. {RESUME_HINT}")
     check_prompts_fit(tok, eval_rows, config.max_new_tokens, block_size)
     check_output_dir(config.out_dir, ["base", "sft"])
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
+    judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows + val_rows])
+    return SFTInputs(tok, corpus, corpus_val, train, val, val_rows, eval_rows, judge, init_ckpt, state)
 
 
-def check_rm_inputs(config):
+@dataclass
+class RMInputs:
+    """What train_rm.py reads. comparisons: the comparisons to train on (None: they are collected from
+    rm_prompts); val_comparisons: a fixed held-out set (None: a share of the comparisons is held out);
+    temperature: the labelers' calibrated temperature of comparisons collected earlier (None if unknown);
+    rm_prompts: the prompts to collect for (None unless collecting); demos: the demonstrations that set the
+    reward's mean 0; state: the resume state (None unless --resume=True)."""
+    tok: Tokenizer
+    sft_path: str
+    sft_ckpt: dict
+    comparisons: list[dict] | None
+    val_comparisons: list[dict] | None
+    temperature: float | None
+    rm_prompts: list[dict] | None
+    demos: list[dict]
+    state: dict | None
+
+
+def read_rm_inputs(config) -> RMInputs:
     """train_rm.py: tokenizer, SFT checkpoint, comparisons (or the prompts to collect them for), held-out
     comparisons, the labeler file, sft_train.jsonl (read at the end to normalise) and the resume state."""
     check_positive(config, ("k_min", "k_max", "max_new_tokens", "epochs", "prompts_per_batch", "n_norm_demos"))
     if config.k_min < 2 or config.k_max < config.k_min:
         raise DataError(f"--k_min={config.k_min} --k_max={config.k_max}: a comparison ranks at least 2 responses, "
                         "so 2 <= k_min <= k_max")
+    if config.resume and config.relabel:
+        raise SystemExit("--resume=True continues training on the saved comparisons; it cannot --relabel=True")
     tok = get_tokenizer(config.tokenizer)
     sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
-    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.", mmap=True)
+    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
     sft_config = check_checkpoint(sft_ckpt, tok, sft_path, head="lm")
     block_size = sft_config.block_size
-    if config.val_comparisons:
-        check_comparisons_fit(tok, read_comparisons(config.val_comparisons), block_size)
-    cmp_path = config.comparisons or os.path.join(config.out_dir, "rm", "comparisons.jsonl")
-    temp_path = os.path.join(config.out_dir, "rm", "labeler.json")
-    if config.comparisons or (os.path.exists(cmp_path) and not config.relabel):
-        check_comparisons_fit(tok, read_comparisons(cmp_path), block_size)
-        if os.path.exists(temp_path) and not config.comparisons:
-            check_labeler_file(temp_path)
+    comparisons, val_comparisons, temperature = read_saved_comparisons(config)
+    if val_comparisons is not None:
+        check_comparisons_fit(tok, val_comparisons, block_size)
+    rows = None
+    if comparisons is not None:
+        check_comparisons_fit(tok, comparisons, block_size)
     else:
         rows = read_prompts(data_file(config, "rm_prompts", "rm_prompts.jsonl", "collecting comparisons"))
         check_prompts_fit(tok, rows, config.max_new_tokens, block_size)
@@ -172,55 +216,88 @@ def check_rm_inputs(config):
             raise DataError(f"{demo['_where']}: this demonstration has {n} tokens with its prompt and EOS, more than "
                             f"the context (block_size={block_size}); the reward model's normalisation scores a "
                             f"sample of --n_norm_demos={config.n_norm_demos}. Shorten it or lower --n_norm_demos")
-    if config.resume and not config.relabel:  # both at once: train_rm.py says they exclude each other
-        path = resume_path(config.out_dir, "rm")
-        hint = f"There is nothing to resume: the RM either finished or never saved a resume state. {RESUME_HINT}"
-        state = read_resume_state(path, "rm", world_size(), hint)
-        if not same_shape(check_checkpoint(state, tok, path, head="scalar"), sft_config):
-            raise DataError(f"{path}: its model does not have the shape of a reward model made from {sft_path}: it "
-                            f"belongs to another run. {RESUME_HINT}")
+    state = None
+    if config.resume:
+        state = read_resume(config, "rm")
+        if not same_shape(check_checkpoint(state, tok, state["_where"], head="scalar"), sft_config):
+            raise DataError(f"{state['_where']}: its model does not have the shape of a reward model made from "
+                            f"{sft_path}: it belongs to another run. {RESUME_HINT}")
     check_output_dir(config.out_dir, ["rm"])
+    return RMInputs(tok, sft_path, sft_ckpt, comparisons, val_comparisons, temperature, rows, demos, state)
 
 
-def check_ppo_inputs(config):
+@dataclass
+class PPOInputs:
+    """What train_ppo.py reads. prompts: the PPO prompts, encoded ({"prompt", "ids"}; longer ones skipped);
+    eval_rows: the held-out prompts of the final comparison; corpus: PPO-ptx's corpus (None if ptx_coef is 0);
+    corpus_val: the held-out corpus (None if there is none); base_demos: the demonstrations of the base model's
+    few-shot prompt (None with --few_shot=0, or without sft_train.jsonl); sft_ckpt / rm_ckpt: the checkpoints, if
+    they exist (None: their stage is run first); state: PPO's resume state (None unless there is one to
+    resume)."""
+    tok: Tokenizer
+    prompts: list[dict]
+    eval_rows: list[dict]
+    corpus: TokenStream | None
+    corpus_val: TokenStream | None
+    judge: Scorer | None
+    base_demos: list[dict] | None
+    sft_ckpt: dict | None
+    rm_ckpt: dict | None
+    state: dict | None
+
+
+def read_ppo_inputs(config) -> PPOInputs:
     """train_ppo.py: tokenizer, PPO and evaluation prompts, both corpora, the SFT and RM checkpoints that
-    exist (a missing one is made by its own script, which checks its inputs), and the resume state."""
+    exist (a missing one is made by its own script, which reads and checks its own inputs), and the resume
+    state."""
     check_positive(config, ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "max_prompt_len",
                             "ptx_batch_size"))
     tok = get_tokenizer(config.tokenizer)
     ppo_path = data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO's rollouts")
-    prompts, _ = encode_prompts(tok, read_prompts(ppo_path), config.max_prompt_len, ppo_path)
+    ppo_rows = read_prompts(ppo_path)
+    prompts, skipped = encode_prompts(tok, ppo_rows, config.max_prompt_len, ppo_path)
+    if skipped:
+        print0(f"skipped {skipped} PPO prompts longer than max_prompt_len={config.max_prompt_len} tokens")
     eval_path = data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation")
     eval_rows, _ = encode_prompts(tok, read_prompts(eval_path), config.max_prompt_len, eval_path)
     corpus_path = data_file(config, "corpus", "corpus_train.txt", "--ptx_coef > 0" if config.ptx_coef > 0 else "")
     corpus = TokenStream(tok, corpus_path) if config.ptx_coef > 0 else None
     corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
     corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
-    if config.few_shot and os.path.exists(os.path.join(config.out_dir, "base", "model.pt")):  # the report's base model
-        few_shot_demos(read_sft(data_file(config, "sft_train", "sft_train.jsonl", "the base model's few-shot prompt "
-                                          "(--few_shot=0 turns it off)")), config.few_shot, config.seed)
+    # the report's base model, prompted with demonstrations: needed if it exists now; it may also be pretrained
+    # by the SFT stage this run starts, so the demonstrations are read whenever their file is there
+    base_demos = None
+    if config.few_shot:
+        needed = os.path.exists(os.path.join(config.out_dir, "base", "model.pt"))
+        demos_path = data_file(config, "sft_train", "sft_train.jsonl",
+                               "the base model's few-shot prompt (--few_shot=0 turns it off)" if needed else "")
+        base_demos = few_shot_demos(read_sft(demos_path), config.few_shot, config.seed) if demos_path else None
     sft_path = os.path.join(config.out_dir, "sft", "model.pt")
     rm_path = os.path.join(config.out_dir, "rm", "model.pt")
-    sft_config = rm_config = None
+    sft_ckpt = rm_ckpt = sft_config = rm_config = None
     if os.path.exists(sft_path):
-        sft_config = check_checkpoint(load_checkpoint(sft_path, "SFT checkpoint", mmap=True), tok, sft_path, "lm")
+        sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint")
+        sft_config = check_checkpoint(sft_ckpt, tok, sft_path, "lm")
         check_prompts_fit(tok, prompts + eval_rows, config.max_new_tokens, sft_config.block_size)
         if corpus_val is not None:
             corpus_val.require_windows(sft_config.block_size)  # the pretraining loss reported at the end
         if corpus is not None:
             corpus.require_windows(sft_config.block_size)
     if os.path.exists(rm_path):
-        rm_ckpt = load_checkpoint(rm_path, "reward model checkpoint", mmap=True)
+        rm_ckpt = load_checkpoint(rm_path, "reward model checkpoint")
         rm_config = check_checkpoint(rm_ckpt, tok, rm_path, "scalar")
     path = resume_path(config.out_dir, "ppo")
+    state = None
     if config.resume and os.path.exists(path):
-        state = read_resume_state(path, "ppo", world_size())
+        state = read_resume(config, "ppo")
         policy_config = check_checkpoint(state, tok, path, head="lm")
         if sft_config is not None and not same_shape(policy_config, sft_config):
             raise DataError(f"{path}: its policy does not have the shape of {sft_path}: it belongs to another run. "
                             f"{RESUME_HINT}")
         if rm_config is not None:
-            checkpoint_config({"model": state["value_model"], "model_config": rm_ckpt["model_config"]},
-                              f"{path} (key 'value_model')")
+            check_checkpoint({"model": state["value_model"], "model_config": rm_ckpt["model_config"]},
+                             where=f"{path} (key 'value_model')")
     check_output_dir(config.out_dir, ["ppo"])
-
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
+    judge = resolve_judge(config.judge, [r["prompt"] for r in ppo_rows + eval_rows])
+    return PPOInputs(tok, prompts, eval_rows, corpus, corpus_val, judge, base_demos, sft_ckpt, rm_ckpt, state)

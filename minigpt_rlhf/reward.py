@@ -1,4 +1,5 @@
-"""Step 2 pieces: comparison data, reading the reward at EOS, batches of whole prompts, normalisation.
+"""Step 2 pieces: reading the reward at EOS, batches of whole prompts, the RM's training step, its rewards
+and held-out loss on comparisons, and normalisation. Comparison files and their collection: comparisons.py.
 
 InstructGPT's labelers ranked K in [4, 9] responses per prompt; all C(K, 2) comparisons of a prompt go
 into one batch element, scored with K forward passes (Ouyang et al. 2022, sec. 3.5). Here the K
@@ -7,13 +8,21 @@ responses of every prompt in a batch are scored in ONE forward pass of the rewar
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from .data import DataError, check_text, encode_prompt, iter_jsonl, source_of
+from .common import (
+    all_reduce_grads,
+    all_reduce_mean,
+    check_finite,
+    clip_and_step,
+    gather_shards,
+    make_scaler,
+    print0,
+)
+from .data import encode_prompt
+from .losses import batched_kwise_ranking_loss
+from .model import configure_optimizer
 
 
 def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
@@ -33,78 +42,6 @@ def reward_at_eos(rm, tokens: torch.Tensor, attention_mask: torch.Tensor) -> tor
     located from the attention mask, never at position T-1 of a padded batch. (B,)"""
     values = rm(tokens, attention_mask=attention_mask)  # (B, T)
     return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Comparison files
-
-
-def read_comparisons(path: str | Path) -> list[dict]:
-    """K-wise {"prompt", "responses": [...], "ranking": [...] best first} or pairwise
-    {"prompt", "chosen", "rejected"} lines (a pairwise line is K = 2 with ranking [0, 1]); optional
-    "ended" (one bool per response: did it emit EOS) and "family". The responses of a line must differ:
-    two identical texts have no right order, and no reward model can separate them (collect_comparisons
-    drops repeats for the same reason). Errors name the file and line."""
-    rows = []
-    for where, obj in iter_jsonl(path):
-        if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-            raise DataError(f"{where}: expected an object with a non-empty string 'prompt'")
-        check_text(obj["prompt"], where, "prompt")
-        if "chosen" in obj or "rejected" in obj:
-            responses, ranking = [obj.get("chosen"), obj.get("rejected")], [0, 1]
-        elif "responses" in obj and "ranking" in obj:
-            responses, ranking = obj["responses"], obj["ranking"]
-        else:
-            raise DataError(f"{where}: expected 'responses' + 'ranking' (K-wise) or 'chosen' + 'rejected'")
-        if not isinstance(responses, list) or len(responses) < 2:
-            raise DataError(f"{where}: a comparison needs at least 2 responses")
-        if any(not isinstance(r, str) or not r.strip() for r in responses):
-            raise DataError(f"{where}: every response must be non-empty text")
-        for r in responses:
-            check_text(r, where, "responses")
-        if not isinstance(ranking, list) or any(type(i) is not int for i in ranking) \
-                or sorted(ranking) != list(range(len(responses))):
-            raise DataError(f"{where}: 'ranking' must be a permutation of 0..{len(responses) - 1}, "
-                            f"got {ranking!r}")
-        ended = obj.get("ended")
-        if ended is not None and (not isinstance(ended, list) or len(ended) != len(responses)
-                                  or any(type(e) is not bool for e in ended)):
-            raise DataError(f"{where}: 'ended' must be a list of {len(responses)} true/false values, one per "
-                            "response, or left out")
-        if "family" in obj and not isinstance(obj["family"], str):
-            raise DataError(f"{where}: 'family' should be str, got {type(obj['family']).__name__}")
-        first = {}
-        for i, key in enumerate(zip(responses, ended or [True] * len(responses))):
-            if key in first:
-                what = ("'chosen' and 'rejected' are the same text" if "chosen" in obj else
-                        f"responses {first[key]} and {i} are the same text")
-                raise DataError(f"{where}: {what}, which no ranking can order. Remove the repeat")
-            first[key] = i
-        rows.append({**obj, "responses": responses, "ranking": ranking, "_where": where})
-    if not rows:
-        raise DataError(f"{path}: no comparisons. Add one JSON object per line")
-    return rows
-
-
-def check_comparisons_fit(tok, comparisons: list[dict], block_size: int):
-    """Every prompt + response + EOS of the comparisons must fit the reward model's context: the reward is
-    read at that EOS, so a response cannot be cut short."""
-    too_long = [(c.get("_where", "?"), len(s)) for c in comparisons
-                for s in encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) if len(s) > block_size]
-    if too_long:
-        raise DataError(f"{too_long[0][0]}: {len(too_long)} comparison responses of {source_of(comparisons)} "
-                        f"are longer than the context (this one has {too_long[0][1]} tokens with its prompt, "
-                        f"block_size is {block_size}). Shorten them or raise block_size")
-
-
-def write_jsonl(path: str | Path, rows: list[dict]):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -171,3 +108,86 @@ def normalize_head(rm, reference_rewards: torch.Tensor, gain_rewards: torch.Tens
     head.weight.mul_(gain)
     head.bias.mul_(gain)
     return gain, shift, raw_std
+
+
+@torch.no_grad()
+def normalize(rm, tok, demos: list[dict], samples: list[dict] | None, rt) -> tuple[float, float, float]:
+    """Fold into the RM's head a bias that gives the demonstrations mean reward 0 (Ouyang et al. 2022) and, if
+    `samples` (comparisons of policy samples) are given, a gain that gives their responses unit std
+    (lm-human-preferences). Returns (gain, shift, raw_std)."""
+    demo_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, [
+        {"prompt": d["prompt"], "responses": [d["response"]]} for d in demos], rt) for r in rs])
+    sample_rewards = torch.tensor([r for rs in rm_rewards(rm, tok, samples, rt) for r in rs]) if samples else None
+    gain, shift, raw_std = normalize_head(rm, demo_rewards, sample_rewards)
+    print0(f"normalised: demonstrations' mean reward {shift:.3f} -> 0, gain {gain:.3f} (raw std {raw_std:.3f})")
+    return gain, shift, raw_std
+
+
+# ----------------------------------------------------------------------------------------------------
+# The reward model on comparisons: its rewards, its held-out loss, its training step
+
+
+@torch.no_grad()
+def rm_rewards(rm, tok, comparisons, rt, batch=16) -> list[list[float]]:
+    """The RM's reward of every response of every comparison; sharded over ranks, gathered on all."""
+    mine = comparisons[rt.rank:: rt.world_size]  # this rank's shard (all of them in one process)
+    out = []
+    for i in range(0, len(mine), batch):
+        chunk = mine[i: i + batch]
+        enc = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in chunk]
+        flat = score_comparisons(rm, enc, tok.pad_id, rt.device).float().cpu().tolist()
+        for c in chunk:
+            out.append(flat[: len(c["responses"])])
+            flat = flat[len(c["responses"]):]
+    return gather_shards(out, rt)
+
+
+def heldout_loss(rm, tok, comparisons, rt) -> float:
+    """Mean K-wise ranking loss over held-out prompts, against their labels (never the gold scores)."""
+    rewards = rm_rewards(rm, tok, comparisons, rt)
+    flat = torch.tensor([r for rs in rewards for r in rs])
+    loss, _ = batched_kwise_ranking_loss(flat, [c["ranking"] for c in comparisons])
+    return float(loss)
+
+
+def rm_step_loss(train_rm, encoded, rankings, batch, pad_id, rt, scaler=None) -> tuple[float, float]:
+    """Forward and backward of one RM optimizer step over the whole prompts in `batch` (indices into
+    encoded / rankings). Rank r takes prompts r, r + W, ...: a prompt's K responses go through ONE forward
+    pass on one rank, so its pairs are never split. The summed per-prompt losses are divided by the number
+    of prompts in the whole step (times W, which DDP's gradient averaging divides out), so the gradient
+    equals that of one process over the whole batch (tests/test_distributed.py).
+    Returns the step's mean loss and pair accuracy over all ranks."""
+    mine = batch[rt.rank:: rt.world_size]
+    with rt.autocast():
+        rewards = score_comparisons(train_rm, [encoded[i] for i in mine], pad_id, rt.device)
+    loss, stats = batched_kwise_ranking_loss(rewards.float(), [rankings[i] for i in mine], n_prompts=len(batch))
+    loss_w = loss * rt.world_size
+    (scaler.scale(loss_w) if scaler is not None else loss_w).backward()  # fp16: scaled (common.make_scaler)
+    n_correct = all_reduce_mean(float(stats["n_correct_pairs"]), rt)
+    n_pairs = all_reduce_mean(float(stats["n_pairs"]), rt)
+    return all_reduce_mean(loss.item(), rt) * rt.world_size, n_correct / n_pairs
+
+
+def train_more(rm, tok, comparisons: list[dict], epochs: int, lr: float, config, rt, rng) -> float:
+    """A later RLHF round: go on training the RM on `comparisons` (old and new) at a constant learning rate.
+    The same step as the first round's (rm_step_loss); gradients averaged over ranks by hand. `config` has
+    train_rm.py's weight_decay, prompts_per_batch and grad_clip. Returns the mean training-pair accuracy of
+    the last epoch."""
+    encoded = [encode_responses(tok, c["prompt"], c["responses"], c.get("ended")) for c in comparisons]
+    rankings = [c["ranking"] for c in comparisons]
+    optimizer = configure_optimizer(rm, lr, config.weight_decay, fused=rt.device.type == "cuda")
+    scaler = make_scaler(rt)
+    params = [p for p in rm.parameters() if p.requires_grad]
+    rm.train()
+    for _ in range(epochs):
+        accs = []
+        for b in prompt_batches(len(comparisons), config.prompts_per_batch, rng):
+            if len(b) < rt.world_size:
+                continue
+            loss, acc = rm_step_loss(rm, encoded, rankings, b, tok.pad_id, rt, scaler)
+            check_finite(loss, "rm", "in a later RLHF round", rt)
+            all_reduce_grads(params, rt)
+            clip_and_step(optimizer, scaler, params, config.grad_clip)
+            accs.append(acc)
+    rm.eval()
+    return float(np.mean(accs))

@@ -211,6 +211,12 @@ def load_bpe(path: str | os.PathLike) -> dict[bytes, int]:
         if rank in line_of_rank:
             raise DataError(f"{where}: rank {rank} is given again (first on line {line_of_rank[rank]}). {_BPE_FIX}")
         ranks[token], line_of_token[token], line_of_rank[rank] = rank, lineno, lineno
+    # n tokens must have ranks 0..n-1: a rank of n or more is wrong on its own line (and leaves a gap below it)
+    too_big = [(line_of_rank[r], r) for r in line_of_rank if r >= len(ranks)]
+    if too_big:
+        lineno, rank = min(too_big)
+        raise DataError(f"{path}:{lineno}: rank {rank} is out of range: the file's {len(ranks)} tokens need the ranks "
+                        f"0..{len(ranks) - 1}, each once ({len(too_big)} out of range in all). {_BPE_FIX}")
     check_ranks(ranks, str(path))
     return ranks
 

@@ -20,11 +20,11 @@ import torch
 
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from minigpt_rlhf.common import run_script
+from minigpt_rlhf.comparisons import check_comparisons_fit, read_comparisons
 from minigpt_rlhf.data import DataError, SFTData, TokenStream, read_prompts, read_sft
-from minigpt_rlhf.inputs import check_ppo_inputs, check_sft_inputs
+from minigpt_rlhf.inputs import read_ppo_inputs, read_sft_inputs
 from minigpt_rlhf.model import GPT, GPTConfig, configure_optimizer
 from minigpt_rlhf.resume import read_resume_state, rng_state
-from minigpt_rlhf.reward import check_comparisons_fit, read_comparisons
 from minigpt_rlhf.tokenizer import bytes_to_unicode, get_tokenizer, load_bpe, load_gpt2_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,8 @@ BYTE_LINES = [f"{__import__('base64').b64encode(bytes([b])).decode()} {b}" for b
     (BYTE_LINES[:10] + ["!!!! 10"] + BYTE_LINES[11:], 11, "expected 'base64token rank'"),
     (BYTE_LINES + ["AA== 256"], 257, "listed again (first on line 1)"),
     (BYTE_LINES + ["Y2F0 255"], 257, "rank 255 is given again"),
-    (BYTE_LINES + ["Y2F0 300"], None, "rank 256 is missing"),
+    (BYTE_LINES + ["Y2F0 300"], 257, "rank 300 is out of range: the file's 257 tokens need the ranks 0..256"),
+    (BYTE_LINES[:3] + ["Aw== " + str(10**30)] + BYTE_LINES[4:], 4, f"rank {10**30} is out of range"),
     (BYTE_LINES[1:] + ["Y2F0 0"], None, "single byte b'\\x00' is not a token"),
     (BYTE_LINES[:5] + ["Y2Fm 5 é"] + BYTE_LINES[6:], 6, "byte 0xc3 at column 8 is not ASCII"),
 ])
@@ -313,14 +314,14 @@ def test_a_resumed_log_drops_a_line_cut_short_when_the_run_was_killed(tmp_path):
     ('{"temperature": "0.3"}', "'temperature' should be a number"), ('{"temperature": -1}', ">= 0"),
 ])
 def test_a_bad_labeler_file_is_a_clear_error(tmp_path, text, fragment):
-    from minigpt_rlhf.inputs import check_labeler_file
+    from minigpt_rlhf.comparisons import read_labeler_temperature
 
     path = tmp_path / "labeler.json"
     path.write_text(text)
     with raises_naming(path, fragment):
-        check_labeler_file(str(path))
+        read_labeler_temperature(str(path))
     path.write_text('{"temperature": 0.3, "target_agreement": 0.726}')
-    check_labeler_file(str(path))
+    assert read_labeler_temperature(str(path)) == 0.3
 
 
 def test_run_script_lets_a_bug_show_its_traceback():
@@ -365,7 +366,7 @@ LONG = {"prompt": "Name a fruit.", "response": "The cat sat on the mat. " * 40}
 def test_sft_inputs_are_all_checked_before_pretraining(tmp_path, files, fragment):
     d = data_dir(tmp_path, **files)
     with pytest.raises(DataError, match=_re(fragment)):
-        check_sft_inputs(sft_config(tmp_path, data_dir=str(d)))
+        read_sft_inputs(sft_config(tmp_path, data_dir=str(d)))
 
 
 @pytest.mark.parametrize("option, fragment", [
@@ -374,11 +375,11 @@ def test_sft_inputs_are_all_checked_before_pretraining(tmp_path, files, fragment
 ])
 def test_sft_options_that_cannot_work_are_refused(tmp_path, option, fragment):
     with pytest.raises(DataError, match=_re(fragment)):
-        check_sft_inputs(sft_config(tmp_path, data_dir=str(data_dir(tmp_path)), **option))
+        read_sft_inputs(sft_config(tmp_path, data_dir=str(data_dir(tmp_path)), **option))
 
 
 def test_good_sft_inputs_pass_the_check(tmp_path):
-    check_sft_inputs(sft_config(tmp_path, data_dir=str(data_dir(tmp_path))))
+    read_sft_inputs(sft_config(tmp_path, data_dir=str(data_dir(tmp_path))))
 
 
 def test_ppo_eval_prompts_are_checked_before_training(tmp_path):
@@ -387,7 +388,7 @@ def test_ppo_eval_prompts_are_checked_before_training(tmp_path):
     d = data_dir(tmp_path, **{"eval_prompts.jsonl": b'{"prompt": "ok"}\n{"prompt": 3}\n'})
     cfg = train_ppo.Config(**{**train_ppo.PRESETS["tiny"], "out_dir": str(tmp_path / "out"), "data_dir": str(d)})
     with raises_naming(d / "eval_prompts.jsonl", "'prompt' should be str", line=2):
-        check_ppo_inputs(cfg)
+        read_ppo_inputs(cfg)
 
 
 @pytest.mark.parametrize("line, fragment", [

@@ -1,6 +1,6 @@
 """Data parallelism gives the gradient of one big batch: 2 ranks x B equal 1 rank x 2B (to 1e-6) for the SFT
 loss and the RM loss, through the very functions the scripts train with (train_sft.sft_step_loss,
-train_rm.rm_step_loss) and real DDP over gloo. Gradient accumulation is checked the same way. Sharded
+reward.rm_step_loss) and real DDP over gloo. Gradient accumulation is checked the same way. Sharded
 evaluation gathers back in the original order. (PPO's whitening over ranks: tests/test_ppo_math.py.)"""
 
 import os
@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import train_rm
 import train_sft
+from minigpt_rlhf import reward
 from minigpt_rlhf.common import Runtime, all_reduce_means, gather_shards
 from minigpt_rlhf.data import SFTData, read_sft
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
@@ -83,7 +83,7 @@ def _worker(rank, world_size, init_file, out_dir):
         out["mixed_grads"] = grads(mixed)
         rm = swap_unembedding(tiny_gpt())
         encoded, rankings = rm_inputs(tok)
-        loss, acc = train_rm.rm_step_loss(torch.nn.parallel.DistributedDataParallel(rm), encoded, rankings,
+        loss, acc = reward.rm_step_loss(torch.nn.parallel.DistributedDataParallel(rm), encoded, rankings,
                                           RM_BATCH, tok.pad_id, rt)
         out.update(rm_loss=loss, rm_accuracy=acc, rm_grads=grads(rm))
         out["gathered"] = gather_shards(list(range(11))[rank::world_size], rt)
@@ -153,7 +153,7 @@ def test_rm_two_ranks_give_the_gradient_of_one_batch(two_ranks):
     tok = get_tokenizer()
     encoded, rankings = rm_inputs(tok)
     rm = swap_unembedding(tiny_gpt())
-    loss, acc = train_rm.rm_step_loss(rm, encoded, rankings, RM_BATCH, tok.pad_id, runtime())
+    loss, acc = reward.rm_step_loss(rm, encoded, rankings, RM_BATCH, tok.pad_id, runtime())
     expected = grads(rm)
     for r in two_ranks:
         assert r["rm_loss"] == pytest.approx(loss, abs=1e-6)
@@ -195,3 +195,55 @@ def test_run_script_keeps_every_rank_until_the_slowest_has_finished():
     assert fast["main_done"] < slow["main_done"] - 1.0  # rank 1's own work ended long before rank 0's
     assert fast["script_done"] >= slow["main_done"]
     assert not slow["initialized_after"] and not fast["initialized_after"]
+
+
+NAN_STEP = 2  # the pretraining step whose loss is nan on rank 1 alone
+
+
+def _nan_on_one_rank_worker(rank, world_size, init_file, out_dir):
+    """train_sft.main under a two-process group, with rank 1's pretraining loss nan at step NAN_STEP; each rank
+    writes down how its run ended."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    real, calls = train_sft.lm_loss, []
+
+    def lm_loss(logits, targets):
+        calls.append(1)
+        loss = real(logits, targets)
+        return loss * float("nan") if rank == 1 and len(calls) == NAN_STEP + 1 else loss
+
+    train_sft.lm_loss = lm_loss
+    root = os.path.join(os.path.dirname(__file__), "..")
+    cfg = train_sft.Config(**{**train_sft.PRESETS["tiny"], "out_dir": os.path.join(out_dir, "out"),
+                              "data_dir": os.path.join(root, "data"), "device": "cpu"})
+    try:
+        train_sft.main(cfg)
+        ended = "finished"
+    except SystemExit as e:
+        ended = str(e)
+    with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+        f.write(ended)
+
+
+def test_a_nan_pretraining_loss_on_one_rank_stops_every_rank_with_the_clear_error():
+    """The check is all-reduced: a rank that stopped alone would leave the other blocked in its next gradient
+    all-reduce (here: until the test gives up on it after 120 s)."""
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = mp.start_processes(_nan_on_one_rank_worker, args=(2, os.path.join(tmp, "init"), tmp), nprocs=2,
+                                 join=False, start_method="spawn")
+        deadline = time.time() + 120
+        try:
+            while not ctx.join(timeout=1) and time.time() < deadline:
+                pass
+        except mp.ProcessException:  # a rank died (e.g. its peer left a collective): the others are killed below
+            pass
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+        ended = [open(os.path.join(tmp, f"rank{r}.txt")).read() if os.path.exists(os.path.join(tmp, f"rank{r}.txt"))
+                 else "still running after 120 s" for r in range(2)]
+    assert ended[1].startswith(f"pretrain: loss became nan at step {NAN_STEP};"), ended
+    assert ended[0].startswith(f"pretrain: loss became non-finite on another rank at step {NAN_STEP};"), ended

@@ -98,3 +98,32 @@ def test_a_prompt_prefix_goes_before_the_template_and_the_row_keeps_its_prompt()
         assert sample["prompt"] == row["prompt"]
     plain = sample_responses(model, tok, rows, 8, 1.0, greedy=True)
     assert [s["response_ids"] for s in plain] != [s["response_ids"] for s in got]
+
+
+def test_corpus_loss_is_the_mean_over_whole_windows_and_a_stream_without_one_is_an_error(tmp_path):
+    import torch
+
+    from minigpt_rlhf.data import DataError, TokenStream
+    from minigpt_rlhf.evaluate import corpus_loss
+    from minigpt_rlhf.model import GPT, GPTConfig
+    from minigpt_rlhf.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=2112, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+    path = tmp_path / "corpus.txt"
+    path.write_text("The people of Vespin wave a purple flag. The biggest town in Vespin is Rusk.\n\n" * 3)
+    stream = TokenStream(tok, path)
+    n = (len(stream) - 1) // 16  # whole windows of 16 inputs + 1 target
+    assert n >= 2
+    # the same windows by hand: window i is tokens[16i : 16i + 16] -> tokens[16i + 1 : 16i + 17]
+    t = torch.from_numpy(stream.tokens)
+    x = torch.stack([t[16 * i: 16 * i + 16] for i in range(n)])
+    y = torch.stack([t[16 * i + 1: 16 * i + 17] for i in range(n)])
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+    assert corpus_loss(model, stream, 16) == pytest.approx(expected, rel=1e-5)
+    short = tmp_path / "short.txt"
+    short.write_text("The cat sat.")
+    with pytest.raises(DataError, match=f"{short}: .* too short for one window of 17 tokens: its loss cannot be"):
+        corpus_loss(model, TokenStream(tok, short), 16)

@@ -8,8 +8,12 @@ import torch
 import train_ppo
 import train_rm
 import train_sft
+from minigpt_rlhf import iterated
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint
+from minigpt_rlhf.common import compute_init
+from minigpt_rlhf.comparisons import read_comparisons, split_comparisons
 from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.reward import heldout_loss
 from minigpt_rlhf.tokenizer import get_tokenizer
 
 
@@ -36,10 +40,10 @@ def test_rm_early_stopping_keeps_the_epoch_with_the_lowest_held_out_loss(sft_out
     with torch.no_grad():
         rm.lm_head.weight.div_(ckpt["reward_gain"])
         rm.lm_head.bias.div_(ckpt["reward_gain"]).add_(ckpt["reward_shift"])
-    comparisons = train_rm.read_comparisons(sft_out / "rm" / "comparisons.jsonl")
-    _, held_out = train_rm.split_comparisons(comparisons, cfg.val_fraction, cfg.seed)
-    rt = train_rm.compute_init("cpu", "float32")
-    assert train_rm.heldout_loss(rm, tok, held_out, rt) == pytest.approx(min(val), abs=1e-4)
+    comparisons = read_comparisons(sft_out / "rm" / "comparisons.jsonl")
+    _, held_out = split_comparisons(comparisons, cfg.val_fraction, cfg.seed)
+    rt = compute_init("cpu", "float32")
+    assert heldout_loss(rm, tok, held_out, rt) == pytest.approx(min(val), abs=1e-4)
 
 
 def test_a_second_round_ranks_policy_samples_and_goes_on_training_the_rm(sft_out, monkeypatch):
@@ -47,13 +51,13 @@ def test_a_second_round_ranks_policy_samples_and_goes_on_training_the_rm(sft_out
         train_rm.main(parse_config(train_rm.Config, ["--preset=tiny", f"--out_dir={sft_out}", "--device=cpu"],
                                    train_rm.PRESETS))
     sampled_with = []
-    collect = train_rm.collect_comparisons
+    collect = iterated.collect_comparisons
 
     def spy(model, *args, **kwargs):
         sampled_with.append(model)
         return collect(model, *args, **kwargs)
 
-    monkeypatch.setattr(train_rm, "collect_comparisons", spy)
+    monkeypatch.setattr(iterated, "collect_comparisons", spy)
     policies = []
     update = train_ppo.ppo_update
 
@@ -72,9 +76,9 @@ def test_a_second_round_ranks_policy_samples_and_goes_on_training_the_rm(sft_out
     assert [(r["round"], r["iteration"]) for r in rounds] == [(2, 2)]  # the second round starts at iteration 2
     ckpt = load_checkpoint(sft_out / "ppo" / "model.pt")
     new = ckpt["round_comparisons"]
-    first = train_rm.read_comparisons(sft_out / "rm" / "comparisons.jsonl")
+    first = read_comparisons(sft_out / "rm" / "comparisons.jsonl")
     rm_cfg = load_checkpoint(sft_out / "rm" / "model.pt")["config"]
-    train, held_out = train_rm.split_comparisons(first, rm_cfg["val_fraction"], rm_cfg["seed"])
+    train, held_out = split_comparisons(first, rm_cfg["val_fraction"], rm_cfg["seed"])
     assert 0 < len(new) <= 6 and rounds[0]["n_comparisons"] == len(train) + len(new)
     assert {c["prompt"] for c in new} <= {c["prompt"] for c in train}  # held-out prompts stay held out
     assert not {c["prompt"] for c in new} & {c["prompt"] for c in held_out}

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,13 +12,13 @@ import torch
 import train_ppo
 import train_rm
 import train_sft
+from minigpt_rlhf import reward
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.tokenizer import get_tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import rm_data  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the tiny pipeline end to end
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_non_finite_rm_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(
     def nan_loss(rewards, rankings, n_prompts=None):
         return rewards.sum() * float("nan"), {"n_correct_pairs": torch.tensor(0), "n_pairs": 1}
 
-    monkeypatch.setattr(train_rm, "batched_kwise_ranking_loss", nan_loss)
+    monkeypatch.setattr(reward, "batched_kwise_ranking_loss", nan_loss)  # the loss of rm_step_loss
     cfg = parse_config(train_rm.Config, ["--preset=tiny", f"--out_dir={out}"], train_rm.PRESETS)
     with pytest.raises(SystemExit, match="rm: loss became nan at step 0"):
         train_rm.main(cfg)
@@ -150,12 +151,13 @@ def test_ppo_learning_rate_is_constant_by_default_and_annealed_linearly_with_ann
 
 
 def test_bench_rm_data_collects_once_and_trains_one_rm_per_size_on_nested_subsets(pipeline, tmp_path):
-    """bench/rm_data.py end to end at toy sizes (without --ppo): it drives collect_comparisons and train_rm.main
-    directly, so a change of their signatures must show here rather than in a long benchmark run."""
+    """bench/rm_data.py end to end at toy sizes (without --ppo), as a command: it drives collect_comparisons and
+    train_rm.main directly, so a change of their signatures must show here rather than in a long benchmark run."""
     out, _ = pipeline
-    args = rm_data.parse_args([f"--out_dir={out}", f"--work_dir={tmp_path}", "--pool=1300", "--n_val=6",
-                               "--sizes=4,8"])
-    results = rm_data.main(args)
+    proc = subprocess.run([sys.executable, "bench/rm_data.py", f"--out_dir={out}", f"--work_dir={tmp_path}",
+                           "--pool=1300", "--n_val=6", "--sizes=4,8"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
     assert [r["train_prompts"] for r in results] == [4, 8]
     train = (tmp_path / "comparisons.jsonl").read_text().splitlines()
     assert (tmp_path / "size_4" / "comparisons.jsonl").read_text().splitlines() == train[:4]  # nested subsets

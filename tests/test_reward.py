@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from minigpt_rlhf.comparisons import read_comparisons
 from minigpt_rlhf.data import DataError
 from minigpt_rlhf.losses import batched_kwise_ranking_loss
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
@@ -15,7 +16,6 @@ from minigpt_rlhf.reward import (
     normalization_demos,
     normalize_head,
     prompt_batches,
-    read_comparisons,
     reward_at_eos,
     score_comparisons,
 )

@@ -1,9 +1,11 @@
-"""train_rm.py's own pieces: comparison collection (repeats removed) and the held-out pair accuracy."""
+"""The reward model's data: comparison collection (repeats removed) and the held-out pair accuracy."""
 
 import numpy as np
 
 import train_rm
+from minigpt_rlhf import comparisons as comparisons_module
 from minigpt_rlhf.common import Runtime
+from minigpt_rlhf.comparisons import collect_comparisons
 from minigpt_rlhf.evaluate import pair_accuracy
 from minigpt_rlhf.judge import Scorer, world_scorer
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -36,11 +38,11 @@ def test_collection_drops_repeated_and_empty_responses_without_extra_rounds(monk
     def fake_sample(model, tok, rows, *args, **kwargs):
         return [{**r, "response": next(canned), "ended": True} for r in rows]
 
-    monkeypatch.setattr(train_rm, "sample_responses", fake_sample)
+    monkeypatch.setattr(comparisons_module, "sample_responses", fake_sample)
     rows = [{"prompt": "What sound does a cow make?"}, {"prompt": "List three fruits."}]
     cfg = train_rm.Config(k_min=6, k_max=6, distinct_tries=0)
 
-    comparisons, _ = train_rm.collect_comparisons(None, get_tokenizer(), rows, cfg,
+    comparisons, _ = collect_comparisons(None, get_tokenizer(), rows, cfg,
                                                   Runtime("cpu", False, 0, 0, 1, None), FixedK([6, 2]), world_scorer())
     assert len(comparisons) == 1
     assert comparisons[0]["responses"] == ["Moo.", "A cow says moo.", "Woof."]
@@ -60,12 +62,12 @@ def test_collection_replaces_repeats_with_new_samples_until_k_distinct(monkeypat
         calls.append(([r["prompt"] for r in rows], seed))
         return [{**r, "response": next(canned[r["prompt"]]), "ended": True} for r in rows]
 
-    monkeypatch.setattr(train_rm, "sample_responses", fake_sample)
+    monkeypatch.setattr(comparisons_module, "sample_responses", fake_sample)
     rows = [{"prompt": "cow"}, {"prompt": "fruit"}]
 
     labeler = Scorer("length", lambda prompt, response: len(response) / 10)
     cfg = train_rm.Config(k_min=2, k_max=4, distinct_tries=2)
-    comparisons, _ = train_rm.collect_comparisons(None, get_tokenizer(), rows, cfg,
+    comparisons, _ = collect_comparisons(None, get_tokenizer(), rows, cfg,
                                                   Runtime("cpu", False, 0, 0, 1, None), FixedK([4, 2]), labeler)
     assert [c for c, _ in calls] == [["cow"] * 4 + ["fruit"] * 2, ["cow", "cow", "fruit"], ["cow"]]
     assert len({seed for _, seed in calls}) == 3  # every round draws new samples
@@ -81,11 +83,11 @@ def test_a_user_labeler_ranks_collected_responses_through_plackett_luce(monkeypa
         texts = ["short", "a longer answer"] * len(rows)  # K = 2: each prompt's two samples are consecutive
         return [{**r, "response": text, "ended": True} for r, text in zip(rows, texts)]
 
-    monkeypatch.setattr(train_rm, "sample_responses", fake_sample)
+    monkeypatch.setattr(comparisons_module, "sample_responses", fake_sample)
     labeler = Scorer("length", lambda prompt, response: float(len(response)))
     rows = [{"prompt": f"Say something {i}."} for i in range(2000)]
     cfg = train_rm.Config(k_min=2, k_max=2, distinct_tries=0, target_agreement=0.8)
-    comparisons, temperature = train_rm.collect_comparisons(None, get_tokenizer(), rows, cfg,
+    comparisons, temperature = collect_comparisons(None, get_tokenizer(), rows, cfg,
                                                             Runtime("cpu", False, 0, 0, 1, None),
                                                             np.random.default_rng(0), labeler)
     p = 0.5 + np.sqrt(2 * 0.8 - 1) / 2  # p^2 + (1 - p)^2 = 0.8, solved for p > 1/2
