@@ -7,9 +7,10 @@ score and, where a judge applies, the judge's score.
     python sample.py                                             # interactive: a prompt per line until EOF
     python sample.py --models=out/sft/model.pt,other/model.pt    # explicit checkpoints
 
-Every model sees a prompt in the one format of data.format_prompt. The base LM was never trained on it, so
-with --few_shot=N it is first shown N demonstrations from {data_dir}/sft_train.jsonl, each prompt + response +
-EOS as in SFT: then it sees what SFT and PPO learned to write, and the side-by-side shows what they changed.
+Every model sees a prompt in the one format of data.format_prompt. The base LM saw that format only in the
+instruction documents of its corpus (docs/world.md) and was never fine-tuned on it, so with --few_shot=N it is
+first shown N demonstrations from {data_dir}/sft_train.jsonl, each prompt + response + EOS as in SFT: then it
+sees what SFT and PPO learned to write, and the side-by-side shows what they changed.
 
 Scores: "RM" is the reward model's score (reward.reward_at_eos) of the prompt and the printed response +
 EOS, re-encoded from text as the RM's comparisons are; a response cut off before EOS has no RM score.

@@ -68,7 +68,14 @@ from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.model import configure_optimizer
 from minigpt_rlhf.plot import overoptimization_data, plot_overoptimization
 from minigpt_rlhf.resume import Stopper, remove_resume, restore_training, resume_path
-from minigpt_rlhf.rollout import compute_advantages, entropy, make_rollout, policy_logprobs, value_estimates
+from minigpt_rlhf.rollout import (
+    compute_advantages,
+    decode_responses,
+    entropy,
+    make_rollout,
+    policy_logprobs,
+    value_estimates,
+)
 from minigpt_rlhf.sampling import banned_token_ids
 
 
@@ -279,15 +286,6 @@ def throughput(metrics: dict, rollout_batch_size: int, t_it: float, t_rollout: f
     seconds = time.time() - t_it
     return {"tokens_per_s": metrics["response_len"] * rollout_batch_size / seconds,
             "rollout_time_frac": t_rollout / seconds}
-
-
-def decode_responses(r, tok):
-    texts = []
-    for i in range(r.tokens.size(0)):
-        n = int(r.response_mask[i].sum())
-        ids = r.tokens[i, r.prompt_len: r.prompt_len + n].tolist()
-        texts.append(tok.decode(ids[:-1] if bool(r.ended[i]) else ids))
-    return texts
 
 
 def show_progress(bar, metrics: dict, it: int, batch, texts, gold, config: Config, rt):

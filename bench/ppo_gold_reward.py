@@ -33,6 +33,7 @@ from minigpt_rlhf.config import parse_config  # noqa: E402
 from minigpt_rlhf.data import encode_prompts, read_prompts, read_sft  # noqa: E402
 from minigpt_rlhf.evaluate import sample_responses  # noqa: E402
 from minigpt_rlhf.reward import normalization_demos  # noqa: E402
+from minigpt_rlhf.rollout import decode_responses  # noqa: E402
 from minigpt_rlhf.tokenizer import get_tokenizer  # noqa: E402
 from minigpt_rlhf.world.gold import gold_score  # noqa: E402
 
@@ -75,7 +76,7 @@ def main():
 
     def gold_rollout(policy, ref, rm, value_model, prompts, tok, *a, **k):
         r = rollout(policy, ref, rm, value_model, prompts, tok, *a, **k)
-        texts = train_ppo.decode_responses(r, tok)
+        texts = decode_responses(r, tok)
         gold = torch.tensor([gold_score(prompt_of[tuple(ids)], t, bool(e))
                              for ids, t, e in zip(prompts, texts, r.ended)])
         r.scores = torch.where(r.ended, (gold - shift) / scale, r.scores)

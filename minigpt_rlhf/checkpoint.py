@@ -119,7 +119,7 @@ def load_checkpoint(path, what: str = "checkpoint", hint: str = "", map_location
 _POSITIVE_INTS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
 
 
-def checkpoint_config(ckpt: dict, where: str = "checkpoint", **config_overrides) -> GPTConfig:
+def _model_config(ckpt: dict, where: str, **config_overrides) -> GPTConfig:
     """The GPTConfig a checkpoint was saved with, after checking that its weights are exactly those of that
     model (every key, no extra, every shape): what load_state_dict would find, said in our words, and
     found without building the model (a meta-device skeleton has shapes and no storage)."""
@@ -178,7 +178,7 @@ def check_checkpoint(ckpt: dict, tokenizer=None, where: str = "checkpoint", head
             raise DataError(f"{where}: key 'tokenizer' missing, so the vocabulary it was trained with is unknown. "
                             "Use a checkpoint that minigpt_rlhf wrote")
         check_tokenizer_matches(ckpt["tokenizer"], tokenizer, where)
-    config = checkpoint_config(ckpt, where, **config_overrides)
+    config = _model_config(ckpt, where, **config_overrides)
     if head is not None and config.head != head:
         kinds = {"lm": "a language model (SFT, base or PPO policy)", "scalar": "a reward or value model"}
         raise DataError(f"{where}: is {kinds[config.head]} checkpoint, but {kinds[head]} is needed here. "

@@ -32,9 +32,8 @@ def sample_responses(model, tok, rows: list[dict], max_new_tokens: int, temperat
     n_tokens and response_ids (the sampled ids, EOS included when it ended). encode(prompt) -> ids, if given,
     builds the model's input instead of the one prompt format alone (e.g. data.few_shot_prompt for a base
     model); the rows keep their prompt.
-    Rows go through `generate` in batches of `batch_size` prompts of similar length; on a 2-core CPU 256
-    samples about 1.4x faster than 64, since a decoding step of a small model costs little more for more rows
-    (bench/RESULTS.md).
+    Rows go through `generate` in batches of `batch_size` prompts of similar length: a decoding step of a small
+    model costs little more for more rows (bench/RESULTS.md, "bench_collect.py", measures the batch size).
 
     With a distributed `runtime` (common.Runtime under torchrun) the rows are sharded: rank r samples rows
     r, r + W, ... with seed + r, and every rank gets all the samples back in the original order.

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+from .checkpoint import check_checkpoint, load_checkpoint, save_checkpoint
 from .common import print0
 from .data import DataError
 
@@ -87,7 +87,7 @@ def read_resume_state(path, stage: str, world_size: int, hint: str = "") -> dict
     file is a DataError naming the key, never a KeyError halfway through restoring. `_where` is set to path."""
     state = load_checkpoint(path, f"{stage} resume state", hint)
     fix = "The resume state is damaged or from another program: run without --resume=True to start over"
-    checkpoint_config(state, str(path))
+    check_checkpoint(state, where=str(path))
 
     def need(key, ok, what):
         if key not in state:

@@ -56,8 +56,8 @@ class Rollout:
 def padding_span(attention_mask: torch.Tensor, prompt_len: int) -> tuple[int, int]:
     """(start, n) for a batch of left-padded prompts of prompt_len columns followed by right-padded responses:
     columns [start, prompt_len + n) hold every real token; those before start are left padding in every row,
-    those after are right padding in every row. In PPO's random minibatches of rollouts about 1/6 of the
-    columns go (bench/bench_ppo.py)."""
+    those after are right padding in every row. How many columns that saves in PPO's random minibatches of
+    rollouts: bench/RESULTS.md, "bench_ppo.py"."""
     start = prompt_len - int(attention_mask[:, :prompt_len].sum(1).max())
     n = int(attention_mask[:, prompt_len:].sum(1).max())
     return start, n
@@ -130,10 +130,20 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
 
 
 @torch.no_grad()
-def compute_advantages(r: Rollout, kl_coef: float, gamma: float, lam: float, whiten: bool = True) -> Rollout:
+def compute_advantages(r: Rollout, kl_coef: float, gamma: float, lam: float) -> Rollout:
     """KL-shaped per-token rewards, GAE advantages and returns, advantages whitened over the valid tokens
     of the whole batch (all ranks)."""
     r.rewards, r.kl = ppo.kl_penalized_rewards(r.logprobs, r.ref_logprobs, r.scores, r.response_mask, kl_coef)
     advantages, r.returns = ppo.gae(r.rewards, r.values, r.response_mask, gamma, lam)
-    r.advantages = ppo.masked_whiten(advantages, r.response_mask, all_ranks=True) if whiten else advantages
+    r.advantages = ppo.masked_whiten(advantages, r.response_mask, all_ranks=True)
     return r
+
+
+def decode_responses(r: Rollout, tok) -> list[str]:
+    """The text of each rollout's response, without its EOS (what the judge and the printed samples see)."""
+    texts = []
+    for i in range(r.tokens.size(0)):
+        n = int(r.response_mask[i].sum())
+        ids = r.tokens[i, r.prompt_len: r.prompt_len + n].tolist()
+        texts.append(tok.decode(ids[:-1] if bool(r.ended[i]) else ids))
+    return texts

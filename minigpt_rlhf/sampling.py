@@ -33,8 +33,8 @@ def token_logprobs(logits, temperature: float = 1.0, top_k: int | None = None, b
 
 def sample_from(probs: torch.Tensor, generator=None) -> torch.Tensor:
     """One draw per row of probs (B, V) by inverse CDF: u ~ U(0, total), the first id whose cumulative
-    probability exceeds u. Same distribution as torch.multinomial, about 10x cheaper on CPU at V = 2048
-    (bench/RESULTS.md); right=True never lands on a zero-probability (banned) id."""
+    probability exceeds u. Same distribution as torch.multinomial, and cheaper on CPU (bench/RESULTS.md,
+    "bench_generate.py", measures both); right=True never lands on a zero-probability (banned) id."""
     cdf = probs.cumsum(dim=-1)  # (B, V)
     u = torch.rand(probs.size(0), 1, device=probs.device, generator=generator) * cdf[:, -1:]  # (B, 1)
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)  # (B,)

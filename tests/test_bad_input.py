@@ -462,24 +462,28 @@ def run_bad(script, project, tmp_path, args=(), files=None, out_files=None):
     return p.stderr
 
 
+@pytest.mark.slow
 def test_script_not_utf8(project, tmp_path):
     bad = json.dumps(SFT_LINE).encode() + b"\n" + '{"prompt": "Café", "response": "x"}\n'.encode("latin-1")
     err = run_bad("train_sft.py", project, tmp_path, files={"sft_train.jsonl": bad})
     assert f"{tmp_path / 'data' / 'sft_train.jsonl'}:2: byte 0xe9" in err
 
 
+@pytest.mark.slow
 def test_script_json_python_cannot_read(project, tmp_path):
     bad = b'{"prompt": "a", "n": ' + b"9" * 5000 + b"}\n"
     err = run_bad("train_ppo.py", project, tmp_path, files={"ppo_prompts.jsonl": bad})
     assert f"{tmp_path / 'data' / 'ppo_prompts.jsonl'}:1: a number with more than 4300 digits" in err
 
 
+@pytest.mark.slow
 def test_script_directory_for_a_file(project, tmp_path):
     (tmp_path / "cmp").mkdir()
     err = run_bad("train_rm.py", project, tmp_path, [f"--comparisons={tmp_path / 'cmp'}"])
     assert f"{tmp_path / 'cmp'}: is a directory" in err
 
 
+@pytest.mark.slow
 def test_script_bad_tokenizer_file(project, tmp_path):
     bpe = tmp_path / "bad.bpe"
     bpe.write_text("\n".join(BYTE_LINES + ["Y2F0 255"]) + "\n")
@@ -487,12 +491,14 @@ def test_script_bad_tokenizer_file(project, tmp_path):
     assert f"{bpe}:257: rank 255 is given again" in err
 
 
+@pytest.mark.slow
 def test_script_checkpoint_that_would_run_code(project, tmp_path):
     err = run_bad("train_ppo.py", project, tmp_path,
                   out_files={"rm/model.pt": lambda p: torch.save({"model": {}, "model_config": {}, "x": Evil()}, p)})
     assert f"{tmp_path / 'out' / 'rm' / 'model.pt'}: refused" in err and "weights_only" not in err
 
 
+@pytest.mark.slow
 def test_script_truncated_init_from(project, tmp_path):
     data = (project.out / "base" / "model.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
@@ -500,21 +506,25 @@ def test_script_truncated_init_from(project, tmp_path):
     assert f"{tmp_path / 'cut.pt'}: the base checkpoint could not be read" in err
 
 
+@pytest.mark.slow
 def test_script_sft_val_found_before_pretraining_replaces_the_base_model(project, tmp_path):
     err = run_bad("train_sft.py", project, tmp_path, files={"sft_val.jsonl": jsonl(LONG)})
     assert f"{tmp_path / 'data' / 'sft_val.jsonl'}: no SFT example fits the context" in err
 
 
+@pytest.mark.slow
 def test_script_eval_prompts_found_before_ppo_replaces_its_model(project, tmp_path):
     err = run_bad("train_ppo.py", project, tmp_path, files={"eval_prompts.jsonl": b'{"prompt": ""}\n'})
     assert f"{tmp_path / 'data' / 'eval_prompts.jsonl'}:1: 'prompt' is empty" in err
 
 
+@pytest.mark.slow
 def test_script_empty_corpus_val(project, tmp_path):
     err = run_bad("train_ppo.py", project, tmp_path, files={"corpus_val.txt": b""})
     assert f"{tmp_path / 'data' / 'corpus_val.txt'}: 0 tokens" in err
 
 
+@pytest.mark.slow
 def test_script_too_long_comparisons_name_the_file(project, tmp_path):
     err = run_bad("train_rm.py", project, tmp_path, [f"--comparisons={tmp_path / 'c.jsonl'}"], out_files={
         "../c.jsonl": lambda p: p.write_bytes(jsonl({"prompt": "p", "chosen": "A. " * 200, "rejected": "B."}))})

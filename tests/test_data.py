@@ -135,6 +135,7 @@ def test_length_grouped_order_keeps_the_short_last_batch_at_the_end():
     assert {frozenset(order[:32].tolist()), frozenset(order[32:64].tolist())} == slices
 
 
+@pytest.mark.slow
 def test_scripts_stop_on_bad_data_with_the_file_and_line_not_a_traceback(tmp_path):
     import subprocess
     import sys

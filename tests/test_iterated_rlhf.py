@@ -16,6 +16,8 @@ from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.reward import heldout_loss
 from minigpt_rlhf.tokenizer import get_tokenizer
 
+pytestmark = pytest.mark.slow  # the tiny pipeline end to end
+
 
 @pytest.fixture(scope="module")
 def sft_out(tmp_path_factory):

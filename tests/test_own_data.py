@@ -17,6 +17,8 @@ from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.judge import is_world_prompt
 from minigpt_rlhf.tokenizer import get_tokenizer
 
+pytestmark = pytest.mark.slow  # every stage on the user's own files, end to end
+
 WORDS = ["apple", "river", "candle", "garden", "pencil", "window", "marble", "lantern", "violin", "pepper",
          "café", "naïve", "東京", "größe"]
 
@@ -55,7 +57,6 @@ def write_user_dataset(folder, seed: int = 0, corpus: bool = True):
 
 JUDGE_SOURCE = '''
 import json
-
 
 def score(prompt, response):
     """How many distinct vowels the response uses, out of five; each call is recorded next to this file."""

@@ -46,6 +46,7 @@ def test_a_scaled_step_equals_an_unscaled_one():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_sft_stage_runs_under_fp16_autocast(tmp_path):
     cfg = parse_config(train_sft.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu",
                                           "--dtype=float16"], train_sft.PRESETS)

@@ -16,6 +16,8 @@ import train_sft
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.resume import resume_path
 
+pytestmark = pytest.mark.slow  # each stage stopped and resumed, end to end
+
 TIMING_KEYS = {"tokens_per_s", "rollout_time_frac"}  # wall-clock figures differ from run to run
 
 

@@ -19,6 +19,8 @@ from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
 from minigpt_rlhf.reward import encode_responses, score_comparisons
 from minigpt_rlhf.tokenizer import DEFAULT_BPE_PATH, get_tokenizer, save_bpe
 
+pytestmark = pytest.mark.slow  # sample.py on a trained tiny pipeline
+
 ROOT = Path(__file__).resolve().parent.parent
 WORLD_PROMPTS = ["What is the capital of Zorvia?", "Hello. Name the capital of Vespin. Answer with one word."]
 OTHER_PROMPT = "Write me a sonnet about the sea."  # not a prompt of the world: no judge

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-pytestmark = pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun not installed")]
 
 
 def torchrun(*args):
