@@ -26,8 +26,14 @@ context, d the width) and the peak dense bf16 rate of the GPU from bench_train.P
 989 TFLOP/s). Tokens are the positions of the padded batches.
 
 Everything each step prints, and every figure, goes into one file, gpu_check.md, in $OUT (or --out); the
-last line printed is a one-line summary against the targets: SFT of the gpu preset at MFU >= 40 % (bf16,
-compiled), compiled >= 1.3x eager, generation <= half of a PPO iteration of the gpu preset.
+last line printed is a one-line summary of what was measured: the tests' tally; tokens/s and MFU of the
+compiled SFT and pretraining steps of the gpu preset and their compiled / eager ratio; the time of one PPO
+iteration of the gpu preset and the shares of generation, scoring and update in it; the laptop pipeline's
+wall time and win rate.
+
+--stall=STEP (with --dry_run only) replaces that step's command by one that prints a line and then sleeps
+for an hour, so that the step runs past its time limit: a check that such a step is stopped, with the
+processes it started, and that its output is kept in the report (tests/test_gpu_check.py).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("tests", "sft", "ppo", "pipeline")
 SHARE_S = {"tests": 80, "sft": 120, "ppo": 120, "pipeline": 150}  # planned seconds of each step, 470 in all
-TARGETS = {"mfu": 0.40, "compile_speedup": 1.3, "generation_share": 0.5}
+STALL_LINE = "gpu_check: stalling on purpose (--stall)"
 
 
 def parse_args(argv=None):
@@ -59,10 +65,15 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.environ.get("OUT", ""),
                    help="folder of the report gpu_check.md (default: $OUT, else out/gpu_check)")
     p.add_argument("--time_limit", type=float, default=sum(SHARE_S.values()), help="seconds for all steps together")
+    p.add_argument("--stall", default="", metavar="STEP",
+                   help="with --dry_run: STEP prints one line and sleeps an hour instead of running, so that it "
+                        "overruns its time limit (checks that an overrunning step is stopped and its output kept)")
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(STEPS)
     if unknown:
         p.error(f"--only: unknown step(s) {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    if args.stall and (not args.dry_run or args.stall not in STEPS):
+        p.error(f"--stall needs --dry_run and one step, from {', '.join(STEPS)}")
     args.out = Path(args.out or ROOT / "out" / "gpu_check")
     return args
 
@@ -88,8 +99,10 @@ def preflight(dry_run: bool) -> str:
             f"{torch.cuda.device_count()} GPU(s) visible, {os.cpu_count()} CPU cores")
 
 
-def commands(step: str, work: Path, dry_run: bool) -> list[str]:
+def commands(step: str, work: Path, dry_run: bool, stall: str = "") -> list[str]:
     py = sys.executable
+    if step == stall:
+        return [py, "-c", f"print({STALL_LINE!r}, flush=True); import time; time.sleep(3600)"]
     if step == "tests":
         cmd = [py, "-m", "pytest", "-q", "-rs", "-s", "-p", "no:cacheprovider", "-m", "cuda", "tests/test_cuda.py"]
         return cmd + ["--collect-only"] if dry_run else cmd
@@ -172,7 +185,9 @@ def figures_of(step: str, work: Path, output: str) -> dict:
 
 
 def summary(machine: str, results: dict, total_s: float) -> str:
-    """One line: each step's headline figures and whether each target is met."""
+    """One line of what each step measured: the tests' tally; the SFT and pretraining steps' tokens/s and MFU,
+    compiled, and their compiled / eager ratio; a PPO iteration's seconds and the shares of generation, scoring
+    and update; the laptop pipeline's seconds, win rate and gold scores; then which steps failed, if any."""
     parts = [machine.split(";")[0]]
     t = results.get("tests")
     if t:
@@ -187,22 +202,16 @@ def summary(machine: str, results: dict, total_s: float) -> str:
             c, e = rows.get((stage, "compiled")), rows.get((stage, "eager"))
             if c:
                 mfu = f"MFU {c['mfu']:.1%}" if c["mfu"] is not None else "MFU -"
-                ok = c["mfu"] is not None and c["mfu"] >= TARGETS["mfu"]
-                bits.append(f"{name} {c['tokens_per_s'] / 1e3:.0f}k tok/s compiled, {mfu} "
-                            f"({'meets' if ok else 'misses'} {TARGETS['mfu']:.0%})")
+                bits.append(f"{name} {c['tokens_per_s'] / 1e3:.0f}k tok/s compiled, {mfu}")
             if c and e:
-                x = c["tokens_per_s"] / e["tokens_per_s"]
-                bits.append(f"compiled {x:.2f}x eager ({'meets' if x >= TARGETS['compile_speedup'] else 'misses'} "
-                            f"{TARGETS['compile_speedup']}x)")
+                bits.append(f"compiled {c['tokens_per_s'] / e['tokens_per_s']:.2f}x eager")
         parts.append("; ".join(bits) or f"sft: no figures ({s['status']})")
     p = results.get("ppo")
     if p:
         cut = p["figures"].get("cut")
         if cut:
             med, total = cut["median_s"], cut["iteration_s"]
-            share = cut["generation_share"]
-            parts.append(f"PPO iteration {total:.2f} s: generation {share:.0%} "
-                         f"({'meets' if share <= TARGETS['generation_share'] else 'misses'} <= 50%), scoring "
+            parts.append(f"PPO iteration {total:.2f} s: generation {cut['generation_share']:.0%}, scoring "
                          f"{cut['scoring_s'] / total:.0%}, update {med['update'] / total:.0%}; first ratio "
                          f"{p['figures']['first_ratio_mean']:.6f}")
         else:
@@ -256,7 +265,7 @@ def main(args) -> int:
     for i, step in enumerate(steps):
         later = sum(SHARE_S[s] for s in steps[i + 1:]) * args.time_limit / sum(SHARE_S[s] for s in steps)
         limit = args.time_limit - (time.perf_counter() - t0) - later
-        cmd = commands(step, work, args.dry_run)
+        cmd = commands(step, work, args.dry_run, args.stall)
         print(f"\n=== gpu_check {step} (at most {limit:.0f} s): {' '.join(cmd)}", flush=True)
         code, output, seconds = run(cmd, limit, env)
         status = "ok" if code == 0 else f"stopped at its time limit of {limit:.0f} s" if code is None else \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The CUDA path, checked in one run on one GPU in under 8 minutes: the CUDA-marked tests, SFT throughput and
-# MFU of the gpu preset (bf16, eager and compiled), one PPO iteration of the gpu preset split into generation /
-# scoring / update, and the laptop default pipeline on the GPU (bench/gpu_check.py says what each step runs).
+# The CUDA path, checked in one run on one GPU, each step under its own time limit (470 s in all by default,
+# --time_limit): the CUDA-marked tests, SFT throughput and MFU of the gpu preset (bf16, eager and compiled), one
+# PPO iteration of the gpu preset split into generation / scoring / update, and the laptop default pipeline on
+# the GPU (bench/gpu_check.py says what each step runs). The last line printed states what was measured.
 #     bash bench/gpu_check.sh                  # the report, every figure and the output, goes to $OUT/gpu_check.md
 #     bash bench/gpu_check.sh --dry_run        # the same steps at tiny sizes on the CPU: checks the script itself
 #     OUT=/tmp/r bash bench/gpu_check.sh --only=sft,ppo
