@@ -21,8 +21,9 @@ paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurem
 paper's 27.8, which multiplies a loss over far more pretraining tokens per step than RL tokens: SFT already
 mixes the corpus loss into its steps, so plain PPO's corpus loss rises little, and PPO-ptx's win rate lies
 within plain PPO's interval (docs/defaults.md, "PPO-ptx").
-Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json: SFT and PPO compared on held-out prompts by
-RM score and KL, with a judge (minigpt_rlhf/judge.py; the world's gold labeler by default) by its scores.
+Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json (SFT and PPO compared on held-out prompts by
+RM score and KL, with a judge, minigpt_rlhf/judge.py, the world's gold labeler by default, by its scores) and
+out/ppo/overoptimization.json (with matplotlib also .png: the rollouts' gold and RM scores against sqrt(KL)).
 """
 
 from __future__ import annotations

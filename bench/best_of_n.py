@@ -1,5 +1,5 @@
 """How far could re-ranking the SFT model's own samples go? Best-of-n by the reward model against best-of-n
-by the gold labeler: a quick ceiling for what PPO can reach with this RM (no training involved).
+by the gold labeler: what a policy that re-ranks SFT's samples reaches with this RM (no training involved).
 
     python bench/best_of_n.py                   # checkpoints in out/, n up to 8
     python bench/best_of_n.py --out_dir=out --n=16

@@ -8,7 +8,8 @@ held-out accuracy against the labels and against the gold order per training-set
 win rate of PPO against each RM.
 
 Prompts: the world generator is run again with a larger RM split of --pool prompts. Each family draws its
-prompts from its own seeded stream, so the first 1200 are exactly data/rm_prompts.jsonl; prompts that are also
+prompts from its own seeded stream, so the larger split holds every prompt of data/rm_prompts.jsonl (the split
+is sorted, so not as its first lines); prompts that are also
 in data/ppo_prompts.jsonl are dropped (eval and SFT prompts are kept out by the generator itself).
 Comparisons are collected once from the SFT model with train_rm.py's defaults (`comparisons.collect_comparisons`: K in
 [4, 9] distinct samples, the simulated labeler calibrated to 72.6 % agreement). A fixed set of --n_val

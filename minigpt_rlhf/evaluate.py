@@ -329,8 +329,9 @@ def rm_report(comparisons: list[dict], rewards: list[list[float]], judge=None, t
     """The reward model on held-out comparisons, from its `rewards` of every response: pairwise accuracy vs
     the labels, per family. With a judge also: accuracy vs the judge's noiseless order (on pairs whose judge
     scores differ), Spearman of reward vs judge score, and the measured agreement of two simulated labelers
-    at `temperature` (the ceiling of accuracy vs labels; calibrated to target_agreement when the
-    comparisons came from a file)."""
+    at `temperature` (how often two labelers order a pair alike: a reference point, not a ceiling, since an RM
+    that follows the noiseless order agrees with one labeler's label with probability p, more than the
+    p^2 + (1 - p)^2 of two labelers; calibrated to target_agreement when the comparisons came from a file)."""
     lab, fam = [0.0, 0], defaultdict(lambda: [0.0, 0])
     for c, r in zip(comparisons, rewards):
         ok, n = pair_accuracy(r, c["ranking"])
@@ -372,7 +373,7 @@ def format_rm_report(result: dict) -> str:
     if "accuracy_vs_gold" in result:
         what = "gold" if result["judge"] == "world" else "judge"
         rows += [[f"accuracy vs {what} order", result["accuracy_vs_gold"]],
-                 ["two-labeler agreement (ceiling)", result["labeler_agreement"]],
+                 ["two-labeler agreement", result["labeler_agreement"]],
                  [f"Spearman(RM reward, {what})", result["spearman_vs_gold"]]]
     return format_table(["held-out metric", "value"], rows)
 

@@ -108,7 +108,8 @@ def generate(
         raise ValueError(f"prompt length {P} + max_new_tokens {N} exceeds the model's "
                          f"context block_size={model.config.block_size}")
     if pad_id == eos_id:
-        raise ValueError("pad_id must differ from eos_id: the response mask is read from the padding")
+        raise ValueError("pad_id must differ from eos_id: an EOS token must never be taken for padding (the "
+                         "reward is read at EOS, and PPO must learn to emit it)")
     banned = banned_token_ids(model.config.vocab_size, n_vocab or model.config.vocab_size, pad_id, device)
     was_training = model.training
     model.eval()  # dropout off while sampling

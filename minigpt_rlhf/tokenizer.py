@@ -18,8 +18,9 @@ boundary and " dog" is one token rather than "dog." / "dog!" / "dog?" three.
 
 Token ids: ranks are ids 0..n_ranks-1, then two special tokens, EOS `<|endoftext|>` = n_ranks and
 PAD `<|pad|>` = n_ranks + 1. GPT-2's own vocabulary fits the same layout: 50256 ranks, EOS 50256,
-and we add PAD 50257. PAD is distinct from EOS so that a mask built from `ids != pad_id` never
-hides the EOS token at which the reward model reads its score.
+and we add PAD 50257. PAD is distinct from EOS so that EOS is never taken for padding (our masks come from
+lengths and `ended`, but a mask built from `ids != pad_id`, as transformers builds one, must keep the EOS
+token at which the reward model reads its score).
 
     tok = get_tokenizer()              # data/tokenizer.bpe, made by `python -m minigpt_rlhf.world`
     tok = get_tokenizer("gpt2")        # tiktoken's cached GPT-2 vocabulary

@@ -83,7 +83,8 @@ def _sort_key(record: dict) -> tuple:
 def generate_world(seed: int = 1337, scale: float = 1.0, sizes: dict[str, int] | None = None) -> World:
     """Generate the splits and corpora. `scale` shrinks every size (tests use ~0.02). `sizes` replaces some
     of SPLIT_SIZES (e.g. {"rm": 4800}, bench/rm_data.py). Each family draws each split's prompts from its own
-    seeded stream, so a larger split starts with the prompts of the default one. Splits are drawn in the order
+    seeded stream, so a larger split holds every prompt of the default one (each family's draws begin with
+    them; the written split is sorted). Splits are drawn in the order
     eval, sft_train, sft_val, rm, ppo: those before a resized split are unchanged, those after it change."""
     unknown = set(sizes or {}) - set(SPLIT_SIZES)
     if unknown:
