@@ -33,8 +33,8 @@ def token_logprobs(logits, temperature: float = 1.0, top_k: int | None = None, b
 
 def sample_from(probs: torch.Tensor, generator=None) -> torch.Tensor:
     """One draw per row of probs (B, V) by inverse CDF: u ~ U(0, total), the first id whose cumulative
-    probability exceeds u. Same distribution as torch.multinomial, and cheaper on CPU (bench/RESULTS.md,
-    "bench_generate.py", measures both); right=True never lands on a zero-probability (banned) id."""
+    probability exceeds u. Same distribution as torch.multinomial, and much cheaper on CPU (bench/RESULTS.md,
+    "bench_generate.py", times both); right=True never lands on a zero-probability (banned) id."""
     cdf = probs.cumsum(dim=-1)  # (B, V)
     u = torch.rand(probs.size(0), 1, device=probs.device, generator=generator) * cdf[:, -1:]  # (B, 1)
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)  # (B,)
@@ -114,7 +114,7 @@ def generate(
     was_training = model.training
     model.eval()  # dropout off while sampling
 
-    # inference_mode skips autograd's bookkeeping on every op, cheaper than no_grad (bench/RESULTS.md).
+    # inference_mode skips autograd's bookkeeping on every op (version counters, view tracking) that no_grad keeps.
     # Its tensors can never enter autograd, so what we return is cloned outside it: PPO feeds the tokens
     # to an embedding under autograd.
     with torch.inference_mode():
