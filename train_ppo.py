@@ -62,7 +62,7 @@ from minigpt_rlhf.common import (
 )
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import DataError, few_shot_prompt
-from minigpt_rlhf.evaluate import compare_models, format_comparison
+from minigpt_rlhf.evaluate import best_temperature, compare_models, format_comparison
 from minigpt_rlhf.inputs import read_ppo_inputs, read_resume
 from minigpt_rlhf.iterated import IteratedRLHF
 from minigpt_rlhf.losses import lm_loss
@@ -126,6 +126,10 @@ class Config:
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
     eval_temperature: float = 0.7  # temperature of the final SFT-vs-PPO comparison
+    # the sharpening control: SFT sampled at its best temperature, which PPO must beat to have learned more than
+    # a lower temperature gives for free
+    control_temperatures: str = "0.1,0.3,0.5,0.7"  # SFT temperatures the control picks from ("" = no control)
+    control_prompts: int = 240  # PPO prompts (never the held-out ones) the control's temperature is chosen on
     samples_per_prompt: int = 4  # samples of each model per held-out prompt (the CI is bootstrapped over prompts)
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     few_shot: int = 3  # the report also compares the base model, prompted with this many demonstrations (0 = not)
@@ -142,8 +146,8 @@ class Config:
 PRESETS = {
     "laptop": {},
     "gpu": dict(iterations=200, rollout_batch_size=512, minibatch_size=64, max_new_tokens=64, upstream_preset="gpu"),
-    "tiny": dict(iterations=2, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=12,
-                 max_eval_prompts=8, ptx_coef=1.0, ptx_batch_size=2, upstream_preset="tiny"),  # smoke-tests ptx too
+    "tiny": dict(iterations=2, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=12,  # ptx too
+                 max_eval_prompts=8, control_prompts=8, ptx_coef=1.0, ptx_batch_size=2, upstream_preset="tiny"),
 }
 
 
@@ -313,23 +317,47 @@ def save_policy(config: Config, rt, policy, tok, step: int, **extra):
                         **extra)
 
 
-def report(config: Config, tok, rt, policy, ref, rm, base, base_demos, eval_rows, judge, corpus_val, t0: float,
-           train_time: float) -> dict:
-    """PPO against SFT (and the base model prompted few-shot, the paper's "GPT-3 prompted") on held-out prompts,
-    by RM score, KL and the judge (if any): printed, and written to out/ppo/eval.json."""
-    models, encoders = {"sft": ref, "ppo": policy}, {}
+def sharpening_control(config: Config, tok, rt, ref, rm, control_rows, grid, judge) -> dict:
+    """The SFT model's best sampling temperature among `grid` (--control_temperatures), chosen on `control_rows`
+    (PPO prompts, never the held-out evaluation prompts) by the judge, or by the RM without one."""
+    best, scores = best_temperature(ref, tok, control_rows, grid, judge=judge, rm=rm,
+                                    max_new_tokens=config.max_new_tokens, samples_per_prompt=config.samples_per_prompt,
+                                    seed=2, no_eos_score=config.no_eos_penalty, runtime=rt)
+    by = "gold" if judge is not None and judge.name == "world" else "judge" if judge is not None else "RM score"
+    print0(f"sharpening control: SFT sampled at T = {', '.join(f'{t:g}' for t in grid)} on {len(control_rows)} PPO "
+           f"prompts (not the held-out ones), mean {by} " + ", ".join(f"{scores[t]:.3f}" for t in grid)
+           + f": best T = {best:g}")
+    return {"sft_best_temperature": best, "sft_temperature_scores": {f"{t:g}": scores[t] for t in grid},
+            "control_chosen_by": by, "n_control_prompts": len(control_rows)}
+
+
+def report(config: Config, inputs, rt, policy, ref, rm, base, t0: float, train_time: float, first_round=None) -> dict:
+    """PPO against SFT, SFT at its best temperature (the sharpening control), the base model prompted few-shot
+    (the paper's "GPT-3 prompted") and, with --rounds > 1, the policy at the end of the first round, on held-out
+    prompts, by RM score, KL and the judge (if any): printed, and written to out/ppo/eval.json."""
+    tok, judge = inputs.tok, inputs.judge
+    models, encoders, temperatures, labels, control = {"sft": ref}, {}, {}, {}, {}
     if base is not None:
         models = {"base": base, **models}
         room = base.config.block_size - config.max_new_tokens
-        encoders["base"] = lambda prompt: few_shot_prompt(tok, prompt, base_demos, room)
-    result, samples = compare_models(models, tok, eval_rows, reference="sft", candidate="ppo", judge=judge, rm=rm,
+        encoders["base"] = lambda prompt: few_shot_prompt(tok, prompt, inputs.base_demos, room)
+    if inputs.control_temperatures:
+        control = sharpening_control(config, tok, rt, ref, rm, inputs.control_rows, inputs.control_temperatures, judge)
+        models["sft_best_t"], temperatures["sft_best_t"] = ref, control["sft_best_temperature"]
+        labels["sft_best_t"] = f"SFT@{control['sft_best_temperature']:g}"
+    if first_round is not None:  # what round 1 alone would have given: the RM it exploited was never retrained
+        models["ppo_round1"], labels["ppo_round1"] = first_round, "PPO_R1"
+    models["ppo"] = policy
+    result, samples = compare_models(models, tok, inputs.eval_rows, reference="sft", candidate="ppo", judge=judge,
+                                     rm=rm,
                                      max_new_tokens=config.max_new_tokens, temperature=config.eval_temperature,
                                      samples_per_prompt=config.samples_per_prompt, seed=1,
-                                     no_eos_score=config.no_eos_penalty, corpus_val=corpus_val, runtime=rt,
-                                     prompt_encoders=encoders, ideal=judge.ideal_of if judge is not None else None)
-    result.update(train_time_s=train_time, wall_time_s=time.time() - t0, config=asdict(config))
+                                     no_eos_score=config.no_eos_penalty, corpus_val=inputs.corpus_val, runtime=rt,
+                                     prompt_encoders=encoders, ideal=judge.ideal_of if judge is not None else None,
+                                     temperatures=temperatures)
+    result.update(**control, train_time_s=train_time, wall_time_s=time.time() - t0, config=asdict(config))
     if rt.master:
-        print(format_comparison(result, samples, reference="sft", candidate="ppo"))
+        print(format_comparison(result, samples, reference="sft", candidate="ppo", labels=labels))
         print(f"wall time {result['wall_time_s']:.0f}s")
         write_json(os.path.join(config.out_dir, "ppo", "eval.json"), result)
     return result
@@ -421,8 +449,7 @@ def main(config: Config) -> dict:
     train_time = time.time() - t0
     write_overoptimization(config, rt)
 
-    return report(config, tok, rt, policy, ref, rm, base, inputs.base_demos, inputs.eval_rows, judge,
-                  inputs.corpus_val, t0, train_time)
+    return report(config, inputs, rt, policy, ref, rm, base, t0, train_time, rounds.first_round_policy(policy))
 
 
 if __name__ == "__main__":

@@ -185,11 +185,14 @@ def win_rate(wins, n_bootstrap: int = 2000, seed: int = 0) -> tuple[float, tuple
 def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candidate: str, judge=None, rm=None,
                    max_new_tokens: int, temperature: float, samples_per_prompt: int = 1, seed: int = 1,
                    no_eos_score: float | None = None, corpus_val=None, runtime=None,
-                   prompt_encoders: dict | None = None, ideal=None) -> tuple[dict, dict]:
+                   prompt_encoders: dict | None = None, ideal=None,
+                   temperatures: dict | None = None) -> tuple[dict, dict]:
     """Sample every model in `models` ({name: model}, in table order) samples_per_prompt times on each
     held-out prompt, with the same seed, and compare them. Returns (result, samples by name).
     prompt_encoders: {name: encode(prompt) -> ids} for a model prompted otherwise than in the one format (the
     base model, prompted few-shot); its responses are scored as answers to the plain prompt.
+    temperatures: {name: T} for a model sampled at another temperature than `temperature` (the sharpening
+    control: the SFT model again, at its best temperature); the same model may stand under two names.
     ideal(prompt) -> the ideal response, if the judge knows it: then ideal_rate_m, the share of m's samples
     that score as high as the ideal answer (none of them can be beaten; a tie counts 1/2 in a win rate).
 
@@ -204,11 +207,11 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
     win_rate_vs_o_ci95 / rm_win_rate_vs_o_ci95."""
     S = samples_per_prompt
     expanded = [{**r, "prompt_index": i} for i, r in enumerate(rows) for _ in range(S)]  # prompt-major
-    encoders = prompt_encoders or {}
-    samples = {name: sample_responses(m, tok, expanded, max_new_tokens, temperature, seed=seed, runtime=runtime,
+    encoders, temps = prompt_encoders or {}, {name: (temperatures or {}).get(name, temperature) for name in models}
+    samples = {name: sample_responses(m, tok, expanded, max_new_tokens, temps[name], seed=seed, runtime=runtime,
                                       encode=encoders.get(name))
                for name, m in models.items()}
-    result: dict = {}
+    result: dict = {f"temperature_{name}": t for name, t in temps.items()}
     gold, proxy = {}, {}
     for name, ss in samples.items():
         scores = judge_scores(judge, ss) if judge is not None else None
@@ -246,10 +249,36 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
     return result, samples
 
 
-def format_comparison(result: dict, samples: dict, *, reference: str, candidate: str, n_examples: int = 4) -> str:
-    """The report of compare_models: a table with one column per model, the win rates, responses side by side."""
+def best_temperature(model, tok, rows: list[dict], temperatures: list[float], *, judge=None, rm=None,
+                     max_new_tokens: int, samples_per_prompt: int = 1, seed: int = 1,
+                     no_eos_score: float | None = None, runtime=None) -> tuple[float, dict[float, float]]:
+    """The sharpening control's temperature: sample `model` at each of `temperatures` on `rows` (prompts that are
+    NOT the held-out evaluation prompts, so that the choice does not peek at the test) and return the one whose
+    samples score highest, with every temperature's mean score. The score is the judge's if there is one, else
+    the RM's (an unfinished response scores no_eos_score, PPO's reward for it; None: it is left out). A tie goes
+    to the higher temperature. Lowering the temperature sharpens the policy towards its most frequent answers
+    for free, which a small RLHF gain can be mistaken for."""
+    if judge is None and rm is None:
+        raise ValueError("best_temperature needs a judge or a reward model to score the samples")
+    expanded = [r for r in rows for _ in range(samples_per_prompt)]
+    scores = {}
+    for t in temperatures:
+        ss = sample_responses(model, tok, expanded, max_new_tokens, t, seed=seed, runtime=runtime)
+        if judge is not None:
+            values = judge_scores(judge, ss)
+        else:
+            values = [no_eos_score if x is None else x for x in rm_scores(rm, tok, ss)]
+            values = [x for x in values if x is not None]
+        scores[t] = sum(values) / len(values) if values else float("-inf")
+    return max(temperatures, key=lambda t: (scores[t], t)), scores
+
+
+def format_comparison(result: dict, samples: dict, *, reference: str, candidate: str, n_examples: int = 4,
+                      labels: dict | None = None) -> str:
+    """The report of compare_models: a table with one column per model, the win rates, responses side by side.
+    labels: {name: column label} where NAME in capitals would not say what the column is."""
     names = list(samples)
-    label = {n: n.upper() for n in names}
+    label = {n: (labels or {}).get(n, n.upper()) for n in names}
     judged = f"gold_score_{candidate}" in result
     what = "gold" if result.get("judge") == "world" else "judge"
     table = []

@@ -67,6 +67,21 @@ def check_positive(config, names: tuple[str, ...]):
             raise DataError(f"--{name}={value!r}: must be a positive integer")
 
 
+def parse_temperatures(text: str, option: str) -> list[float]:
+    """A comma-separated list of sampling temperatures, each > 0 ("" is none)."""
+    temperatures = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            t = float(part)
+        except ValueError:
+            t = float("nan")
+        if not t > 0 or t == float("inf"):
+            raise DataError(f"--{option}={text}: {part!r} is not a temperature (a number > 0); pass e.g. "
+                            f"--{option}=0.1,0.3,0.5,0.7, or --{option}= for none")
+        temperatures.append(t)
+    return temperatures
+
+
 def same_shape(a, b) -> bool:
     """Two GPTConfigs describe the same trunk (the head and the dropout rate aside)."""
     return dataclasses.replace(a, head="lm", dropout=0.0) == dataclasses.replace(b, head="lm", dropout=0.0)
@@ -229,14 +244,17 @@ def read_rm_inputs(config) -> RMInputs:
 @dataclass
 class PPOInputs:
     """What train_ppo.py reads. prompts: the PPO prompts, encoded ({"prompt", "ids"}; longer ones skipped);
-    eval_rows: the held-out prompts of the final comparison; corpus: PPO-ptx's corpus (None if ptx_coef is 0);
-    corpus_val: the held-out corpus (None if there is none); base_demos: the demonstrations of the base model's
-    few-shot prompt (None with --few_shot=0, or without sft_train.jsonl); sft_ckpt / rm_ckpt: the checkpoints, if
-    they exist (None: their stage is run first); state: PPO's resume state (None unless there is one to
-    resume)."""
+    eval_rows: the held-out prompts of the final comparison; control_rows: the PPO prompts on which the
+    sharpening control's temperature is chosen, among control_temperatures (none of them held out); corpus:
+    PPO-ptx's corpus (None if ptx_coef is 0); corpus_val: the held-out corpus (None if there is none);
+    base_demos: the demonstrations of the base model's few-shot prompt (None with --few_shot=0, or without
+    sft_train.jsonl); sft_ckpt / rm_ckpt: the checkpoints, if they exist (None: their stage is run first);
+    state: PPO's resume state (None unless there is one to resume)."""
     tok: Tokenizer
     prompts: list[dict]
     eval_rows: list[dict]
+    control_rows: list[dict]
+    control_temperatures: list[float]
     corpus: TokenStream | None
     corpus_val: TokenStream | None
     judge: Scorer | None
@@ -251,7 +269,8 @@ def read_ppo_inputs(config) -> PPOInputs:
     exist (a missing one is made by its own script, which reads and checks its own inputs), and the resume
     state."""
     check_positive(config, ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "max_prompt_len",
-                            "ptx_batch_size"))
+                            "ptx_batch_size", "control_prompts"))
+    control_temperatures = parse_temperatures(config.control_temperatures, "control_temperatures")
     tok = get_tokenizer(config.tokenizer)
     ppo_path = data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO's rollouts")
     ppo_rows = read_prompts(ppo_path)
@@ -299,5 +318,8 @@ def read_ppo_inputs(config) -> PPOInputs:
                              where=f"{path} (key 'value_model')")
     check_output_dir(config.out_dir, ["ppo"])
     eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
+    held_out = {r["prompt"] for r in eval_rows}
+    control_rows = spread_subset([r for r in prompts if r["prompt"] not in held_out], config.control_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in ppo_rows + eval_rows])
-    return PPOInputs(tok, prompts, eval_rows, corpus, corpus_val, judge, base_demos, sft_ckpt, rm_ckpt, state)
+    return PPOInputs(tok, prompts, eval_rows, control_rows, control_temperatures, corpus, corpus_val, judge,
+                     base_demos, sft_ckpt, rm_ckpt, state)

@@ -31,6 +31,7 @@ class IteratedRLHF:
         self.rm_config = SimpleNamespace(**rm_ckpt["config"])
         c = self.rm_config
         self.per_round = -(-config.iterations // config.rounds)  # ceil
+        self.first_round = None  # the policy's weights at the end of the first round
         if config.rounds <= 1:
             return
         comparisons, val, self.temperature = read_saved_comparisons(SimpleNamespace(**{**vars(c), "relabel": False}))
@@ -47,12 +48,23 @@ class IteratedRLHF:
         if self.config.rounds <= 1:
             return {}
         return {"reward_model": rm.state_dict(), "round_comparisons": self.new,
-                "labeler_temperature": self.temperature}
+                "labeler_temperature": self.temperature,
+                **({"first_round_policy": self.first_round} if self.first_round is not None else {})}
 
     def load_state(self, rm, state: dict):
         if self.config.rounds > 1 and "reward_model" in state:
             rm.load_state_dict(state["reward_model"])
             self.new, self.temperature = state["round_comparisons"], state["labeler_temperature"]
+            self.first_round = state.get("first_round_policy")
+
+    def first_round_policy(self, policy):
+        """The policy as the first round left it (what PPO against the first RM alone gives), frozen; None with
+        one round."""
+        if self.first_round is None:
+            return None
+        first = copy.deepcopy(policy)
+        first.load_state_dict(self.first_round)
+        return first.eval().requires_grad_(False)
 
     def starts_at(self, it: int) -> bool:
         return self.config.rounds > 1 and it > 0 and it % self.per_round == 0
@@ -60,6 +72,8 @@ class IteratedRLHF:
     def step(self, rm, policy, it: int, rng) -> tuple[torch.nn.Module, dict]:
         """Collect, label, train, normalise; returns the new frozen RM and what to log."""
         r = it // self.per_round
+        if self.first_round is None:
+            self.first_round = {k: v.detach().clone() for k, v in policy.state_dict().items()}
         cfg = copy.copy(self.rm_config)
         cfg.seed = self.rm_config.seed + 1000 * r  # fresh sampling noise each round
         idx = rng.choice(len(self.train), min(self.config.round_prompts, len(self.train)), replace=False)

@@ -127,3 +127,65 @@ def test_corpus_loss_is_the_mean_over_whole_windows_and_a_stream_without_one_is_
     short.write_text("The cat sat.")
     with pytest.raises(DataError, match=f"{short}: .* too short for one window of 17 tokens: its loss cannot be"):
         corpus_loss(model, TokenStream(tok, short), 16)
+
+
+class FakeModel:
+    """Stands in for a model in the evaluation helpers whose sampling the tests replace."""
+
+
+def fake_sampler(calls):
+    """sample_responses stand-in: each response says the temperature it was sampled at and its prompt."""
+
+    def sample(model, tok, rows, max_new_tokens, temperature, seed=0, runtime=None, encode=None, **kw):
+        calls.append((model, temperature, [r["prompt"] for r in rows]))
+        return [{**r, "response": f"{temperature} {r['prompt']} {i}", "ended": True, "n_tokens": 3,
+                 "response_ids": [1, 2, 3]} for i, r in enumerate(rows)]
+
+    return sample
+
+
+def test_best_temperature_is_the_one_whose_samples_score_highest_and_a_tie_goes_to_the_higher(monkeypatch):
+    from minigpt_rlhf import evaluate
+    from minigpt_rlhf.judge import Scorer
+
+    calls = []
+    monkeypatch.setattr(evaluate, "sample_responses", fake_sampler(calls))
+    rows = [{"prompt": "p1"}, {"prompt": "p2"}]
+    # the judge prefers temperatures near 0.3, and prompt p2 scores 0.1 more
+    judge = Scorer("fake", lambda p, r: 1 - abs(float(r.split()[0]) - 0.3) + (0.1 if p == "p2" else 0.0))
+    best, scores = evaluate.best_temperature(FakeModel(), None, rows, [0.1, 0.3, 0.7], judge=judge,
+                                             max_new_tokens=4, samples_per_prompt=2)
+    assert best == 0.3
+    for t in (0.1, 0.3, 0.7):  # the mean over 2 prompts x 2 samples, by hand
+        assert scores[t] == pytest.approx(1 - abs(t - 0.3) + 0.05)
+    assert [c[1] for c in calls] == [0.1, 0.3, 0.7] and all(c[2] == ["p1", "p1", "p2", "p2"] for c in calls)
+    flat = Scorer("flat", lambda p, r: 0.5)
+    assert evaluate.best_temperature(FakeModel(), None, rows, [0.5, 0.1], judge=flat, max_new_tokens=4)[0] == 0.5
+    # without a judge, by the RM: an unfinished response scores no_eos_score
+    monkeypatch.setattr(evaluate, "rm_scores", lambda rm, tok, ss: [None if s["prompt"] == "p1" else
+                                                                    float(s["response"].split()[0]) for s in ss])
+    best, scores = evaluate.best_temperature(FakeModel(), None, rows, [0.1, 0.7], rm=FakeModel(), max_new_tokens=4,
+                                             no_eos_score=-1.0)
+    assert best == 0.7 and scores[0.7] == pytest.approx((-1.0 + 0.7) / 2)
+
+
+def test_compare_models_samples_a_model_at_its_own_temperature_and_wins_are_counted_alike(monkeypatch):
+    from minigpt_rlhf import evaluate
+    from minigpt_rlhf.judge import Scorer
+
+    calls = []
+    monkeypatch.setattr(evaluate, "sample_responses", fake_sampler(calls))
+    monkeypatch.setattr(evaluate, "kl_to_reference", lambda *a: 0.0)
+    sft, ppo = FakeModel(), FakeModel()
+    rows = [{"prompt": f"p{i}"} for i in range(5)]
+    judge = Scorer("fake", lambda p, r: float(r.split()[0]) * (1 + int(p[1:])) % 1.0)  # varies by prompt and T
+    result, samples = evaluate.compare_models({"sft": sft, "sft_best_t": sft, "ppo": ppo}, None, rows,
+                                              reference="sft", candidate="ppo", judge=judge, max_new_tokens=4,
+                                              temperature=0.7, samples_per_prompt=2, temperatures={"sft_best_t": 0.3})
+    assert [(c[0], c[1]) for c in calls] == [(sft, 0.7), (sft, 0.3), (ppo, 0.7)]
+    assert result["temperature_sft_best_t"] == 0.3 and result["temperature_ppo"] == 0.7
+    gold = {n: np.array([judge.score(s["prompt"], s["response"]) for s in ss]).reshape(5, 2)
+            for n, ss in samples.items()}
+    for other in ("sft", "sft_best_t"):
+        assert result[f"win_rate_vs_{other}"] == pytest.approx(win_rate(win_outcomes(gold["ppo"], gold[other]))[0])
+    assert result["win_rate_vs_sft_best_t_ci95"] == list(win_rate(win_outcomes(gold["ppo"], gold["sft_best_t"]))[1])

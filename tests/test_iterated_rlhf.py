@@ -63,9 +63,13 @@ def test_a_second_round_ranks_policy_samples_and_goes_on_training_the_rm(sft_out
     policies = []
     update = train_ppo.ppo_update
 
+    after_update = []
+
     def spy_update(policy, *args, **kwargs):
         policies.append(policy)
-        return update(policy, *args, **kwargs)
+        out = update(policy, *args, **kwargs)
+        after_update.append({k: v.detach().clone() for k, v in policy.state_dict().items()})
+        return out
 
     monkeypatch.setattr(train_ppo, "ppo_update", spy_update)
     cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={sft_out}", "--device=cpu", "--iterations=4",
@@ -84,5 +88,11 @@ def test_a_second_round_ranks_policy_samples_and_goes_on_training_the_rm(sft_out
     assert 0 < len(new) <= 6 and rounds[0]["n_comparisons"] == len(train) + len(new)
     assert {c["prompt"] for c in new} <= {c["prompt"] for c in train}  # held-out prompts stay held out
     assert not {c["prompt"] for c in new} & {c["prompt"] for c in held_out}
+    # the report's PPO_R1 column is the policy as round 1 left it: after iteration 1's update
+    first = ckpt["first_round_policy"]
+    assert first.keys() == after_update[1].keys() and all(torch.equal(first[k], after_update[1][k]) for k in first)
+    assert any(not torch.equal(first[k], ckpt["model"][k]) for k in first)
+    ev = json.loads((sft_out / "ppo" / "eval.json").read_text())
+    assert "gold_score_ppo_round1" in ev and "win_rate_vs_ppo_round1" in ev
     rm0 = load_checkpoint(sft_out / "rm" / "model.pt")["model"]
     assert any(not torch.equal(rm0[k], v) for k, v in ckpt["reward_model"].items())  # the RM went on training

@@ -206,3 +206,33 @@ def test_the_report_compares_the_base_model_prompted_few_shot_and_counts_ideal_a
         scores = [len(s["response"]) % 3 for s in ref]
         assert result[f"ideal_rate_{name}"] == pytest.approx(sum(x >= 2 for x in scores) / len(scores))
     assert "win_rate_vs_base" in result and "win_rate_vs_base_ci95" in result
+
+
+def test_the_sharpening_control_picks_its_temperature_on_ppo_prompts_never_on_the_held_out_ones(pipeline, tmp_path,
+                                                                                               monkeypatch):
+    """SFT at its best temperature is chosen on PPO prompts (by gold here), then judged on the held-out prompts
+    like every other model: eval.json has its temperature, its win rate and CI, and the scores of the grid."""
+    out, _ = pipeline
+    for stage in ("base", "sft", "rm"):
+        shutil.copytree(out / stage, tmp_path / stage)
+    chosen_on, choose = [], train_ppo.best_temperature
+
+    def spy(model, tok, rows, temperatures, **kwargs):
+        chosen_on.extend(r["prompt"] for r in rows)
+        return choose(model, tok, rows, temperatures, **kwargs)
+
+    monkeypatch.setattr(train_ppo, "best_temperature", spy)
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--control_temperatures=0.2,1.5"],
+                       train_ppo.PRESETS)
+    result = train_ppo.main(cfg)
+    held_out = {json.loads(line)["prompt"] for line in (ROOT / "data" / "eval_prompts.jsonl").open()}
+    ppo_prompts = {json.loads(line)["prompt"] for line in (ROOT / "data" / "ppo_prompts.jsonl").open()}
+    assert len(chosen_on) == cfg.control_prompts and set(chosen_on) <= ppo_prompts and not set(chosen_on) & held_out
+    scores = result["sft_temperature_scores"]
+    assert list(scores) == ["0.2", "1.5"]
+    assert result["sft_best_temperature"] == max((0.2, 1.5), key=lambda t: (scores[f"{t:g}"], t))
+    assert result["temperature_sft_best_t"] == result["sft_best_temperature"] and result["temperature_sft"] == 0.7
+    lo, hi = result["win_rate_vs_sft_best_t_ci95"]
+    assert lo <= result["win_rate_vs_sft_best_t"] <= hi
+    saved = json.loads((tmp_path / "ppo" / "eval.json").read_text())
+    assert saved["win_rate_vs_sft_best_t"] == result["win_rate_vs_sft_best_t"]
