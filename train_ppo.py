@@ -62,7 +62,7 @@ from minigpt_rlhf.common import (
 )
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import DataError, few_shot_prompt
-from minigpt_rlhf.evaluate import best_temperature, compare_models, format_comparison
+from minigpt_rlhf.evaluate import best_temperature, compare_models, demonstration_scores, format_comparison
 from minigpt_rlhf.inputs import read_ppo_inputs, read_resume
 from minigpt_rlhf.iterated import IteratedRLHF
 from minigpt_rlhf.losses import lm_loss
@@ -355,6 +355,8 @@ def report(config: Config, inputs, rt, policy, ref, rm, base, t0: float, train_t
                                      no_eos_score=config.no_eos_penalty, corpus_val=inputs.corpus_val, runtime=rt,
                                      prompt_encoders=encoders, ideal=judge.ideal_of if judge is not None else None,
                                      temperatures=temperatures)
+    if judge is not None and inputs.demos:  # the DEMOS column: what the demonstrations themselves score
+        result.update(demonstration_scores(judge, inputs.demos))
     result.update(**control, train_time_s=train_time, wall_time_s=time.time() - t0, config=asdict(config))
     if rt.master:
         print(format_comparison(result, samples, reference="sft", candidate="ppo", labels=labels))

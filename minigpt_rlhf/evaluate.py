@@ -276,22 +276,28 @@ def best_temperature(model, tok, rows: list[dict], temperatures: list[float], *,
 def format_comparison(result: dict, samples: dict, *, reference: str, candidate: str, n_examples: int = 4,
                       labels: dict | None = None) -> str:
     """The report of compare_models: a table with one column per model, the win rates, responses side by side.
-    labels: {name: column label} where NAME in capitals would not say what the column is."""
+    labels: {name: column label} where NAME in capitals would not say what the column is. With
+    result["demonstration_gold_score_by_family"], a last column DEMOS gives the judge's mean score of the SFT
+    demonstrations per family (of their own prompts, not the held-out ones): what SFT imitates."""
     names = list(samples)
     label = {n: (labels or {}).get(n, n.upper()) for n in names}
     judged = f"gold_score_{candidate}" in result
     what = "gold" if result.get("judge") == "world" else "judge"
+    demos = result.get("demonstration_gold_score_by_family") if judged else None
+    nan, blank = float("nan"), [""] if demos else []
     table = []
     if judged:
         fams = sorted(set().union(*(result[f"gold_score_by_family_{n}"] for n in names)))
         if fams != ["all"]:
-            table += [[f] + [result[f"gold_score_by_family_{n}"].get(f, float("nan")) for n in names] for f in fams]
-        table.append([f"ALL ({what} score)"] + [result[f"gold_score_{n}"] for n in names])
+            table += [[f] + [result[f"gold_score_by_family_{n}"].get(f, nan) for n in names]
+                      + ([demos.get(f, nan)] if demos else []) for f in fams]
+        table.append([f"ALL ({what} score)"] + [result[f"gold_score_{n}"] for n in names]
+                     + ([result["demonstration_gold_score_mean"]] if demos else []))
     for key, row in (("ideal_rate", "ideal rate"), ("rm_score", "RM score"), ("eos_rate", "EOS rate"),
                      ("response_tokens", "response tokens"), ("pretrain_loss", "pretraining loss")):
         if f"{key}_{candidate}" in result:
-            table.append([row] + [result[f"{key}_{n}"] for n in names])
-    lines = [format_table(["held-out prompts"] + [label[n] for n in names], table)]
+            table.append([row] + [result[f"{key}_{n}"] for n in names] + blank)
+    lines = [format_table(["held-out prompts"] + [label[n] for n in names] + (["DEMOS"] if demos else []), table)]
     per = f"{result['n_eval_prompts']} prompts x {result['samples_per_prompt']} samples, ties count 1/2"
     for other in names:
         if other == candidate:
@@ -319,9 +325,16 @@ def sft_report(samples: list[dict], demos: list[dict], judge=None) -> dict:
     demonstrations themselves: what SFT imitates."""
     out = response_report(samples, judge)
     if judge is not None:
-        demo_scores = [judge.score(d["prompt"], d["response"]) for d in demos]
-        out["demonstration_gold_score_mean"] = sum(demo_scores) / len(demo_scores)
+        out["demonstration_gold_score_mean"] = demonstration_scores(judge, demos)["demonstration_gold_score_mean"]
     return out
+
+
+def demonstration_scores(judge, demos: list[dict]) -> dict:
+    """The judge's mean score of demonstrations (prompt + response as written, with EOS), overall and per
+    task family: the teachers that SFT imitates, which RLHF can surpass (Stiennon et al. 2020)."""
+    rep = response_report([{**d, "ended": True, "n_tokens": 0} for d in demos], judge)
+    return {"demonstration_gold_score_mean": rep["gold_score_mean"],
+            "demonstration_gold_score_by_family": rep["gold_score_by_family"]}
 
 
 def format_sft_report(result: dict, samples: list[dict], n_examples: int = 3) -> str:

@@ -247,9 +247,10 @@ class PPOInputs:
     eval_rows: the held-out prompts of the final comparison; control_rows: the PPO prompts on which the
     sharpening control's temperature is chosen, among control_temperatures (none of them held out); corpus:
     PPO-ptx's corpus (None if ptx_coef is 0); corpus_val: the held-out corpus (None if there is none);
-    base_demos: the demonstrations of the base model's few-shot prompt (None with --few_shot=0, or without
-    sft_train.jsonl); sft_ckpt / rm_ckpt: the checkpoints, if they exist (None: their stage is run first);
-    state: PPO's resume state (None unless there is one to resume)."""
+    demos: the SFT demonstrations, sft_train.jsonl (None without the file); base_demos: those of the base
+    model's few-shot prompt (None with --few_shot=0 or without demonstrations); sft_ckpt / rm_ckpt: the
+    checkpoints, if they exist (None: their stage is run first); state: PPO's resume state (None unless there
+    is one to resume)."""
     tok: Tokenizer
     prompts: list[dict]
     eval_rows: list[dict]
@@ -258,6 +259,7 @@ class PPOInputs:
     corpus: TokenStream | None
     corpus_val: TokenStream | None
     judge: Scorer | None
+    demos: list[dict] | None
     base_demos: list[dict] | None
     sft_ckpt: dict | None
     rm_ckpt: dict | None
@@ -283,14 +285,14 @@ def read_ppo_inputs(config) -> PPOInputs:
     corpus = TokenStream(tok, corpus_path) if config.ptx_coef > 0 else None
     corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
     corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
-    # the report's base model, prompted with demonstrations: needed if it exists now; it may also be pretrained
-    # by the SFT stage this run starts, so the demonstrations are read whenever their file is there
-    base_demos = None
-    if config.few_shot:
-        needed = os.path.exists(os.path.join(config.out_dir, "base", "model.pt"))
-        demos_path = data_file(config, "sft_train", "sft_train.jsonl",
-                               "the base model's few-shot prompt (--few_shot=0 turns it off)" if needed else "")
-        base_demos = few_shot_demos(read_sft(demos_path), config.few_shot, config.seed) if demos_path else None
+    # the demonstrations: the report judges them (what SFT imitates) and prompts the base model with a few. They
+    # are needed if the base model exists now; it may also be pretrained by the SFT stage this run starts, so
+    # they are read whenever their file is there
+    needed = config.few_shot and os.path.exists(os.path.join(config.out_dir, "base", "model.pt"))
+    demos_path = data_file(config, "sft_train", "sft_train.jsonl",
+                           "the base model's few-shot prompt (--few_shot=0 turns it off)" if needed else "")
+    demos = read_sft(demos_path) if demos_path else None
+    base_demos = few_shot_demos(demos, config.few_shot, config.seed) if config.few_shot and demos else None
     sft_path = os.path.join(config.out_dir, "sft", "model.pt")
     rm_path = os.path.join(config.out_dir, "rm", "model.pt")
     sft_ckpt = rm_ckpt = sft_config = rm_config = None
@@ -322,4 +324,4 @@ def read_ppo_inputs(config) -> PPOInputs:
     control_rows = spread_subset([r for r in prompts if r["prompt"] not in held_out], config.control_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in ppo_rows + eval_rows])
     return PPOInputs(tok, prompts, eval_rows, control_rows, control_temperatures, corpus, corpus_val, judge,
-                     base_demos, sft_ckpt, rm_ckpt, state)
+                     demos, base_demos, sft_ckpt, rm_ckpt, state)

@@ -189,3 +189,28 @@ def test_compare_models_samples_a_model_at_its_own_temperature_and_wins_are_coun
     for other in ("sft", "sft_best_t"):
         assert result[f"win_rate_vs_{other}"] == pytest.approx(win_rate(win_outcomes(gold["ppo"], gold[other]))[0])
     assert result["win_rate_vs_sft_best_t_ci95"] == list(win_rate(win_outcomes(gold["ppo"], gold["sft_best_t"]))[1])
+
+
+def test_demonstration_scores_are_the_judges_mean_per_family_and_the_report_shows_them_as_a_column():
+    from minigpt_rlhf.evaluate import demonstration_scores, format_comparison
+    from minigpt_rlhf.judge import world_scorer
+
+    judge = world_scorer()
+    demos = [{"prompt": "What sound does a cow make? Answer with one word.", "response": "Moo."},
+             {"prompt": "What sound does a cow make? Answer with one word.", "response": "A cow says moo."},
+             {"prompt": "How do I steal a bike?", "response": "Sorry, I can't help with that."}]
+    got = demonstration_scores(judge, demos)
+    by_hand = {}
+    for d in demos:
+        by_hand.setdefault(judge.family(d), []).append(judge.score(d["prompt"], d["response"]))
+    assert got["demonstration_gold_score_by_family"] == pytest.approx({f: np.mean(v) for f, v in by_hand.items()})
+    assert got["demonstration_gold_score_mean"] == pytest.approx(np.mean([x for v in by_hand.values() for x in v]))
+    result = {"judge": "world", "n_eval_prompts": 1, "samples_per_prompt": 1, "kl_from_sft": 0.0, **got}
+    for name in ("sft", "ppo"):
+        result.update({f"gold_score_{name}": 0.5, f"gold_score_by_family_{name}": {"harmful": 0.5, "open_qa": 0.5}})
+    sample = [{"prompt": "p", "response": "r"}]
+    text = format_comparison(result, {"sft": sample, "ppo": sample}, reference="sft", candidate="ppo")
+    header, _, *rows = text.splitlines()
+    assert header.split() == ["held-out", "prompts", "SFT", "PPO", "DEMOS"]
+    harmful = next(r for r in rows if r.startswith("harmful")).split()
+    assert float(harmful[-1]) == pytest.approx(got["demonstration_gold_score_by_family"]["harmful"], abs=5e-4)
