@@ -93,7 +93,7 @@ class Config:
     tokenizer: str = "default"  # must match the checkpoints' tokenizer
     upstream_preset: str = "laptop"  # preset for train_sft.py / train_rm.py if their checkpoints are missing
     # rollouts
-    iterations: int = 35  # PPO iterations (rollout batch + update)
+    iterations: int = 100  # PPO iterations (rollout batch + update), over all rounds
     rollout_batch_size: int = 64  # prompts sampled per iteration (over all ranks)
     max_new_tokens: int = 48  # response length limit
     max_prompt_len: int = 64  # longer prompts are skipped (and counted)
@@ -119,7 +119,7 @@ class Config:
     ptx_coef: float = 0.0  # gamma of PPO-ptx: weight of the pretraining next-token loss; 0 = plain PPO (README)
     ptx_batch_size: int = 8  # corpus windows of block_size tokens per update step
     # iterated RLHF (Ouyang et al. 2022: steps 2 and 3 "can be iterated continuously")
-    rounds: int = 1  # RLHF rounds; each after the first collects comparisons on the current policy first
+    rounds: int = 5  # RLHF rounds (1 = plain RLHF); each after the first collects comparisons on the current policy
     round_prompts: int = 300  # RM training prompts sampled from the policy and ranked in each later round
     round_rm_epochs: int = 1  # passes over all comparisons so far when the RM goes on training
     round_rm_lr: float = 1e-4  # the RM's constant learning rate in later rounds
@@ -146,7 +146,7 @@ class Config:
 PRESETS = {
     "laptop": {},
     "gpu": dict(iterations=200, rollout_batch_size=512, minibatch_size=64, max_new_tokens=64, upstream_preset="gpu"),
-    "tiny": dict(iterations=2, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=12,  # ptx too
+    "tiny": dict(iterations=2, rounds=1, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=12,
                  max_eval_prompts=8, control_prompts=8, ptx_coef=1.0, ptx_batch_size=2, upstream_preset="tiny"),
 }
 

@@ -9,7 +9,7 @@ only, the luck of which prompts and samples were drawn, for one trained pipeline
 another SFT model, other comparisons, another RM and another PPO run. Each seed here runs the whole pipeline
 from nothing (`train_ppo.py --seed=S` in a folder of its own: pretraining, SFT, comparisons, RM, PPO, report),
 and the script prints each headline figure for every seed with its mean, standard deviation (n - 1) and range.
-Results go to --work_dir/results.json.
+Results go to --work_dir/results.json, and what each run printed to --work_dir/seed_S/train_ppo.log.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ def main(args) -> dict:
         print("+ " + " ".join(cmd[1:]), flush=True)
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "train_ppo.log").write_text(proc.stdout)  # what the run printed (its report last)
         if proc.returncode != 0:
             raise SystemExit(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
         runs[seed] = figures(run)

@@ -215,6 +215,22 @@ def test_demonstration_quality_modes_are_ordered_by_gold():
     assert by_mode["good"] >= 0.95
 
 
+def test_the_preferred_demonstration_is_a_fifth_of_each_family_and_never_its_most_frequent_mode():
+    """Sharpening SFT towards its most frequent answers must not find the good mode: in every family of the
+    committed sft_train.jsonl (and of a generated world) good is 20 % exactly, fewer than verbose or ignore."""
+    from collections import Counter
+
+    from minigpt_rlhf.world import FAMILIES
+
+    committed = [json.loads(line) for line in (Path(__file__).resolve().parents[1] / "data" / "sft_train.jsonl").open()]
+    for rows in (committed, generate_world(seed=11, scale=0.1).splits["sft_train"]):
+        for family in FAMILIES:
+            modes = Counter(r["quality"] for r in rows if r["family"] == family)
+            n = sum(modes.values())
+            assert abs(modes["good"] - 0.20 * n) < 1  # the quota rounds to the nearest demonstration
+            assert modes["good"] < min(modes["verbose"], modes["ignore"]) and modes.most_common(1)[0][0] != "good"
+
+
 def test_a_larger_split_starts_with_the_default_one_and_leaves_earlier_splits_unchanged():
     default = generate_world(seed=11, scale=0.05)
     larger = generate_world(seed=11, scale=0.05, sizes={"rm": 2400})

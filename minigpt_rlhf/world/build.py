@@ -23,8 +23,11 @@ from minigpt_rlhf.world.gold import FAMILIES, FAMILY_BY_NAME, gold_score
 # good: correct, concise, within constraints, ends cleanly. verbose: the good answer padded with filler.
 # mistake: well formed but wrong (fact, count, label, word; rude or compliant on harmful requests).
 # ignore: correct content that breaks the prompt's explicit constraint (on harmful requests: a hint after
-# the refusal). The SFT model imitates this mixture; RLHF's job is to keep only the first mode.
-QUALITY_PROPORTIONS = {"good": 0.50, "verbose": 0.20, "mistake": 0.15, "ignore": 0.15}
+# the refusal). The SFT model imitates this mixture; RLHF's job is to keep only the first mode. The good mode
+# is a minority (a fifth) and never the most frequent one, so sampling SFT at a lower temperature (sharpening
+# towards its most frequent answers) does not find it, while the labelers' rankings still prefer it: labelers
+# write worse than they judge, as human reference summaries lost to RLHF policies in Stiennon et al. 2020.
+QUALITY_PROPORTIONS = {"good": 0.20, "verbose": 0.35, "mistake": 0.15, "ignore": 0.30}
 
 # Prompts per split, spread evenly over the families (eval: 30 per family).
 SPLIT_SIZES = {"eval": 240, "sft_train": 4000, "sft_val": 300, "rm": 1200, "ppo": 2000}
