@@ -3,6 +3,7 @@
     python train_ppo.py                        # the whole pipeline on the laptop default
     python train_ppo.py --ptx_coef=1           # PPO-ptx: add the pretraining-loss mix (off by default, README)
     python train_ppo.py --resume=True          # continue after Ctrl-C (or an upstream stage stopped midway)
+    python train_ppo.py --rounds=1 --iterations=35  # plain RLHF: one RM, trained once (the default iterates 5 rounds)
     python train_ppo.py --iterations=50 --kl_target=6
     python train_ppo.py --data_dir=my_data --judge=my_judge.py:score   # your own data and judge (README)
     torchrun --nproc_per_node=2 train_ppo.py
@@ -14,15 +15,19 @@ Objective (Ouyang et al. 2022, eq. 2), maximised:
 in its per-token form (Ziegler et al. 2019): r_t = -beta * kl_t, plus the RM score on the EOS token;
 GAE (gamma 1, lambda 0.95); whitened advantages; PPO clipped surrogate and clipped value loss; several
 PPO epochs of minibatches per batch of rollouts; the next-token loss on the pretraining corpus scaled by
-ptx_coef (PPO-ptx). Policy and reference start from SFT; the value function starts from the RM.
+ptx_coef (PPO-ptx). Policy and reference start from SFT; the value function starts from the RM. Steps 2 and 3
+are iterated (Ouyang et al. 2022, sec. 3.1): the iterations are split into --rounds rounds, and before each
+round after the first the policy's own samples are ranked and the RM trains on them (minigpt_rlhf/iterated.py).
 
 Departures from the paper: tiny scale; several PPO epochs per batch (as lm-human-preferences, where the
 paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement rather than the
 paper's 27.8, which multiplies a loss over far more pretraining tokens per step than RL tokens: SFT already
 mixes the corpus loss into its steps, so plain PPO's corpus loss rises little, and PPO-ptx's win rate lies
 within plain PPO's interval (docs/defaults.md, "PPO-ptx").
-Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json (SFT and PPO compared on held-out prompts by
-RM score and KL, with a judge, minigpt_rlhf/judge.py, the world's gold labeler by default, by its scores) and
+Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json (PPO compared on held-out prompts with SFT, with
+SFT at its best temperature, the sharpening control, with the base model prompted few-shot and with its own
+first round, by RM score and KL, and with a judge, minigpt_rlhf/judge.py, the world's gold labeler by default,
+by its scores) and
 out/ppo/overoptimization.json (with matplotlib also .png: the rollouts' gold and RM scores against sqrt(KL)).
 """
 
