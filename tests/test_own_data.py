@@ -149,13 +149,24 @@ def test_the_users_judge_scores_appear_in_every_report(user):
     assert sft["demonstration_gold_score_mean"] == pytest.approx(statistics.mean(vowels(d["response"]) for d in demos))
     calls = [json.loads(line) for line in (root / "my_judge.py.calls").read_text().splitlines()]
     assert all(s == pytest.approx(vowels(r)) for _, r, s in calls)
-    # PPO's calls: 2 iterations x 8 rollouts, then the final evaluation: the base model's samples (it
-    # pretrained here, so the report compares it too), then SFT's, then PPO's
+    # PPO's calls: 2 iterations x 8 rollouts; the sharpening control, each temperature's samples of the
+    # control prompts; the final evaluation: the base model's samples (it pretrained here, so the report
+    # compares it too), SFT's, SFT's at its best temperature, PPO's; then the demonstrations (the DEMOS column)
     ppo_calls = calls[calls_before_ppo:]
     n = ppo["n_eval_prompts"] * ppo["samples_per_prompt"]
-    assert len(ppo_calls) == 2 * 8 + 3 * n and "gold_score_base" in ppo
-    assert ppo["gold_score_sft"] == pytest.approx(statistics.mean(s for _, _, s in ppo_calls[-2 * n: -n]))
-    assert ppo["gold_score_ppo"] == pytest.approx(statistics.mean(s for _, _, s in ppo_calls[-n:]))
+    n_control = len(ppo["sft_temperature_scores"]) * ppo["n_control_prompts"] * ppo["samples_per_prompt"]
+    demos_train = (root / "data" / "sft_train.jsonl").read_text().splitlines()
+    assert len(ppo_calls) == 2 * 8 + n_control + 4 * n + len(demos_train) and "gold_score_base" in ppo
+    control = ppo_calls[16: 16 + n_control]
+    per_t = n_control // len(ppo["sft_temperature_scores"])
+    for i, score in enumerate(ppo["sft_temperature_scores"].values()):
+        assert score == pytest.approx(statistics.mean(s for _, _, s in control[i * per_t: (i + 1) * per_t]))
+    evaluation = ppo_calls[16 + n_control: 16 + n_control + 4 * n]
+    for i, name in enumerate(("base", "sft", "sft_best_t", "ppo")):
+        mean = statistics.mean(s for _, _, s in evaluation[i * n: (i + 1) * n])
+        assert ppo[f"gold_score_{name}"] == pytest.approx(mean)
+    demo_mean = statistics.mean(s for _, _, s in ppo_calls[-len(demos_train):])
+    assert ppo["demonstration_gold_score_mean"] == pytest.approx(demo_mean)
     log = [json.loads(line) for line in (out / "ppo" / "log.jsonl").read_text().splitlines()]
     assert log[0]["gold_score"] == pytest.approx(statistics.mean(s for _, _, s in ppo_calls[:8]))
     lo, hi = ppo["win_rate_ci95"]

@@ -41,7 +41,7 @@ def test_all_three_stages_run_under_torchrun_with_two_processes(tmp_path):
     ppo_log = [json.loads(x) for x in (tmp_path / "ppo" / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in ppo_log] == [0, 1]
     # rank 0 alone prints the final table
-    assert proc.stdout.count("gold win rate of PPO over SFT") == 1
+    assert proc.stdout.count("gold win rate of PPO over SFT:") == 1
 
 
 def test_ppo_resumes_exactly_under_torchrun(tmp_path):
