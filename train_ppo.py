@@ -354,8 +354,7 @@ def report(config: Config, inputs, rt, policy, ref, rm, base, t0: float, train_t
         models["ppo_round1"], labels["ppo_round1"] = first_round, "PPO_R1"
     models["ppo"] = policy
     result, samples = compare_models(models, tok, inputs.eval_rows, reference="sft", candidate="ppo", judge=judge,
-                                     rm=rm,
-                                     max_new_tokens=config.max_new_tokens, temperature=config.eval_temperature,
+                                     rm=rm, max_new_tokens=config.max_new_tokens, temperature=config.eval_temperature,
                                      samples_per_prompt=config.samples_per_prompt, seed=1,
                                      no_eos_score=config.no_eos_penalty, corpus_val=inputs.corpus_val, runtime=rt,
                                      prompt_encoders=encoders, ideal=judge.ideal_of if judge is not None else None,
