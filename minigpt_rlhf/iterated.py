@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import torch
 
 from .common import print0
-from .comparisons import collect_comparisons, read_saved_comparisons, train_and_held_out
-from .data import data_file, read_sft
+from .comparisons import collect_comparisons, comparisons_path, read_saved_comparisons, train_and_held_out
+from .data import DataError, data_file, read_sft
 from .evaluate import rm_report
 from .judge import resolve_judge, resolve_labeler
 from .reward import normalization_demos, normalize, rm_rewards, train_more
@@ -35,6 +35,9 @@ class IteratedRLHF:
         if config.rounds <= 1:
             return
         comparisons, val, self.temperature = read_saved_comparisons(SimpleNamespace(**{**vars(c), "relabel": False}))
+        if comparisons is None:
+            raise DataError(f"{comparisons_path(c)}: not found; --rounds={config.rounds} goes on training the RM on "
+                            "the comparisons it was trained on. Run train_rm.py again, or pass --rounds=1")
         self.train, self.val = train_and_held_out(comparisons, val, c)
         demos = read_sft(data_file(c, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
         self.demos = normalization_demos(demos, c.n_norm_demos, c.seed)

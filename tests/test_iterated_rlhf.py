@@ -96,3 +96,25 @@ def test_a_second_round_ranks_policy_samples_and_goes_on_training_the_rm(sft_out
     assert "gold_score_ppo_round1" in ev and "win_rate_vs_ppo_round1" in ev
     rm0 = load_checkpoint(sft_out / "rm" / "model.pt")["model"]
     assert any(not torch.equal(rm0[k], v) for k, v in ckpt["reward_model"].items())  # the RM went on training
+
+
+def test_later_rounds_without_the_rms_comparisons_are_a_clear_error_before_any_iteration(sft_out, tmp_path):
+    import shutil
+
+    from minigpt_rlhf.data import DataError
+
+    if not (sft_out / "rm" / "model.pt").exists():
+        train_rm.main(parse_config(train_rm.Config, ["--preset=tiny", f"--out_dir={sft_out}", "--device=cpu"],
+                                   train_rm.PRESETS))
+    for stage in ("base", "sft", "rm"):
+        shutil.copytree(sft_out / stage, tmp_path / stage)
+    rm_ckpt = load_checkpoint(tmp_path / "rm" / "model.pt")
+    rm_ckpt["config"]["out_dir"] = str(tmp_path)  # the copied RM's comparisons are looked for here
+    torch.save(rm_ckpt, tmp_path / "rm" / "model.pt")
+    (tmp_path / "rm" / "comparisons.jsonl").unlink()
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--rounds=2"],
+                       train_ppo.PRESETS)
+    with pytest.raises(DataError, match="comparisons.jsonl: not found; --rounds=2 goes on training the RM"):
+        train_ppo.main(cfg)
+    assert not (tmp_path / "ppo" / "log.jsonl").exists()
+
