@@ -30,7 +30,6 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import check_checkpoint, load_checkpoint, save_checkpoint
-from .common import print0
 from .data import DataError
 
 
@@ -128,17 +127,6 @@ def read_resume_state(path, stage: str, world_size: int, hint: str = "") -> dict
     finally:
         set_rng_state(saved)
     state["_where"] = str(path)
-    return state
-
-
-def load_resume(config, stage: str, rt) -> dict:
-    """The resume state of a stage in config.out_dir, with a clear error when there is none, it is damaged, or the
-    world size changed, and a warning naming the settings of `config` that differ from the stopped run's."""
-    hint = (f"There is nothing to resume: {stage} either finished (its result is "
-            f"{os.path.join(config.out_dir, stage)}/model.pt) or never saved a resume state. Run without "
-            "--resume=True to start over.")
-    state = read_resume_state(resume_path(config.out_dir, stage), stage, rt.world_size, hint)
-    warn_config_changes(state, config, print0)
     return state
 
 
