@@ -110,6 +110,8 @@ class Config:
     kl_horizon: int = 10000  # adaptive controller's horizon in episodes (10000 moves beta little in a laptop run)
     gamma: float = 1.0  # discount
     lam: float = 0.95  # GAE lambda
+    estimator: str = "gae"  # gae (PPO with a value model) | rloo | grpo | dr_grpo (critic-free: no value model)
+    group_size: int = 4  # rloo/grpo/dr_grpo: samples per prompt in a rollout batch, the group of the baseline
     # update
     ppo_epochs: int = 4  # passes over each rollout batch
     minibatch_size: int = 16  # rollouts per gradient step
@@ -130,6 +132,8 @@ class Config:
     round_rm_lr: float = 1e-4  # the RM's constant learning rate in later rounds
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
+    snapshots: str = ""  # e.g. "20,40": also save the policy after these iterations, as out/ppo/model_<it>.pt
+    report: bool = True  # evaluate at the end (False: lab.py evaluates the saved policies itself)
     eval_temperature: float = 0.7  # temperature of the final SFT-vs-PPO comparison
     # the sharpening control: SFT sampled at its best temperature, which PPO must beat to have learned more than
     # a lower temperature gives for free
@@ -204,14 +208,19 @@ def base_model(config, sft_ckpt: dict, demos: list[dict] | None, tok, rt):
 
 def minibatch_loss(policy, value_model, mb, config, banned, rt, ptx_coef, ptx_batch=None):
     """loss = policy loss + vf_coef * value loss + ptx_coef * pretraining next-token loss (PPO-ptx,
-    Ouyang et al. 2022, eq. 2). ptx_batch: (x, y) corpus windows, needed only when ptx_coef > 0."""
+    Ouyang et al. 2022, eq. 2). ptx_batch: (x, y) corpus windows, needed only when ptx_coef > 0.
+    value_model None (a critic-free estimator): no value loss."""
     with rt.autocast():
         logprobs, logp = policy_logprobs(policy, mb.tokens, mb.attention_mask, mb.prompt_len,
                                          config.temperature, banned, return_logp=True)
-        values = value_estimates(value_model, mb.tokens, mb.attention_mask, mb.prompt_len)
+        values = None if value_model is None else value_estimates(value_model, mb.tokens, mb.attention_mask,
+                                                                  mb.prompt_len)
     pg_loss, pg_stats = ppo.policy_loss(logprobs.float(), mb.logprobs, mb.advantages, mb.response_mask,
-                                        config.clip_eps)
-    vf_loss, vf_stats = ppo.value_loss(values, mb.values, mb.returns, mb.response_mask, config.vf_clip_eps)
+                                        config.clip_eps, ppo.LOSS_AGGREGATION[config.estimator],
+                                        config.max_new_tokens)
+    vf_loss, vf_stats = torch.zeros((), device=pg_loss.device), {}
+    if values is not None:
+        vf_loss, vf_stats = ppo.value_loss(values, mb.values, mb.returns, mb.response_mask, config.vf_clip_eps)
     loss = pg_loss + config.vf_coef * vf_loss
     ptx = torch.zeros((), device=loss.device)
     if ptx_coef > 0:
@@ -229,7 +238,8 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
     """ppo_epochs passes over the rollout batch in minibatches. The first epoch walks the minibatches in
     order, as make_rollout scored them, so the ratio is exactly 1 on the first one; later epochs shuffle."""
     B = r.tokens.size(0)
-    params = list(policy.parameters()) + list(value_model.parameters())
+    critic = [] if value_model is None else list(value_model.parameters())
+    params = list(policy.parameters()) + critic
     stats = []
     for epoch in range(config.ppo_epochs):
         order = torch.arange(B) if epoch == 0 else torch.from_numpy(rng.permutation(B))
@@ -242,7 +252,7 @@ def ppo_update(policy, value_model, optimizer, scaler, r, config, banned, corpus
                          f"{i // config.minibatch_size})", rt)  # every rank stops together
             scaler.scale(loss).backward()
             all_reduce_grads(params, rt)  # each rank sampled its own rollouts; average their gradients
-            groups = [list(policy.parameters()), list(value_model.parameters())] if config.separate_grad_clip else None
+            groups = [list(policy.parameters()), critic] if config.separate_grad_clip and critic else None
             clip_and_step(optimizer, scaler, params, config.grad_clip, groups)
             stats.append(mb_stats)
     out = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
@@ -258,7 +268,8 @@ def resume_ppo(config: Config, state: dict | None, tok, rt, policy, value_model,
         state = read_resume(config, "ppo")
     check_checkpoint(state, tok, where=resume_path(config.out_dir, "ppo"))
     policy.load_state_dict(state["model"])
-    value_model.load_state_dict(state["value_model"])
+    if value_model is not None:
+        value_model.load_state_dict(state["value_model"])
     kl_ctl.load_state_dict(state["kl_ctl"])
     rounds.load_state(rm, state)
     start = restore_training(state, rt, optimizer, scaler, rng, gen)
@@ -266,9 +277,10 @@ def resume_ppo(config: Config, state: dict | None, tok, rt, policy, value_model,
     return start
 
 
-def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, rt) -> dict:
+def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, rt, critic: bool = True) -> dict:
     """What each iteration logs, as means over the rollouts of ALL ranks (every rank has the same number).
-    gold: the judge's scores of the rollouts (None without a judge)."""
+    gold: the judge's scores of the rollouts (None without a judge); critic: whether there is a value model
+    (explained_variance is logged only then)."""
     ones = torch.ones_like(r.scores)
     local = {
         "score": float(r.scores.mean()),
@@ -284,17 +296,18 @@ def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, r
         "kl": float(ppo.masked_mean(r.kl.sum(1), ones, all_ranks=True)),
         "kl_k3": float(ppo.masked_mean(ppo.k3_kl(r.logprobs, r.ref_logprobs, r.response_mask).sum(1), ones,
                                        all_ranks=True)),
-        "explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask, all_ranks=True)),
+        **({"explained_variance": float(ppo.explained_variance(r.values, r.returns, r.response_mask,
+                                                                all_ranks=True))} if critic else {}),
         "kl_coef": kl_ctl.value,
         **all_reduce_means(local, rt),
     }
 
 
 def throughput(metrics: dict, rollout_batch_size: int, t_it: float, t_rollout: float) -> dict:
-    """Response tokens sampled per second of the iteration (started at t_it), and the share of it spent on
-    rollouts (t_rollout seconds)."""
+    """The iteration's seconds (it started at t_it), response tokens sampled per second, and the share of it
+    spent on rollouts (t_rollout seconds)."""
     seconds = time.time() - t_it
-    return {"tokens_per_s": metrics["response_len"] * rollout_batch_size / seconds,
+    return {"iteration_s": seconds, "tokens_per_s": metrics["response_len"] * rollout_batch_size / seconds,
             "rollout_time_frac": t_rollout / seconds}
 
 
@@ -310,9 +323,10 @@ def show_progress(bar, metrics: dict, it: int, batch, texts, gold, config: Confi
 
 
 def training_state(value_model, kl_ctl, rounds, rm) -> dict:
-    """What PPO saves besides the policy: the value model, the KL controller, and the RLHF rounds' RM and
-    comparisons (with --rounds > 1)."""
-    return dict(value_model=value_model.state_dict(), kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
+    """What PPO saves besides the policy: the value model (if there is one), the KL controller, and the RLHF
+    rounds' RM and comparisons (with --rounds > 1)."""
+    critic = {} if value_model is None else {"value_model": value_model.state_dict()}
+    return dict(**critic, kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
 
 
 def save_policy(config: Config, rt, policy, tok, step: int, **extra):
@@ -389,19 +403,21 @@ def main(config: Config) -> dict:
     # the checkpoints read_ppo_inputs found, else those the upstream stages just wrote
     sft_ckpt = inputs.sft_ckpt or load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py`.")
     rm_ckpt = inputs.rm_ckpt or load_checkpoint(rm_path, "reward model checkpoint", "Run `python train_rm.py`.")
-    # four models: policy <- SFT, reference = SFT (frozen), RM (frozen), value <- RM (InstructGPT)
+    # four models: policy <- SFT, reference = SFT (frozen), RM (frozen), value <- RM (InstructGPT); a
+    # critic-free estimator (rloo, grpo, dr_grpo) builds no value model: its baseline is the prompt's other samples
+    critic = config.estimator == "gae"
     policy = load_model(sft_ckpt, tok, sft_path, rt.device, trainable=True)
     ref = load_model(sft_ckpt, tok, sft_path, rt.device)
     rm = load_model(rm_ckpt, tok, rm_path, rt.device)
-    value_model = load_model(rm_ckpt, tok, rm_path, rt.device, trainable=True)
+    value_model = load_model(rm_ckpt, tok, rm_path, rt.device, trainable=True) if critic else None
     banned = banned_token_ids(policy.config.vocab_size, tok.n_vocab, tok.pad_id, rt.device)
     # torch's default AdamW betas (not configure_optimizer's 0.95) and no weight decay
-    optimizer = configure_optimizer([policy, value_model], config.lr, betas=(0.9, 0.999), eps=config.adam_eps,
-                                    fused=rt.device.type == "cuda")
+    optimizer = configure_optimizer([policy] + ([value_model] if critic else []), config.lr, betas=(0.9, 0.999),
+                                    eps=config.adam_eps, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
     # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
     train_policy = maybe_compile(policy, config.compile, rt)
-    train_value = maybe_compile(value_model, config.compile, rt)
+    train_value = maybe_compile(value_model, config.compile, rt) if critic else None
     rounds = IteratedRLHF(config, rm_ckpt, tok, rt)
     kl_ctl = ppo.kl_controller(config.kl_coef, config.kl_target, config.kl_horizon)
     prompts, corpus, judge = inputs.prompts, inputs.corpus, inputs.judge
@@ -409,6 +425,8 @@ def main(config: Config) -> dict:
     rng = np.random.default_rng(config.seed + rt.rank)  # prompts, minibatch order and ptx windows of this rank
     gen = torch.Generator(device=rt.device).manual_seed(config.seed + rt.rank)  # sampling noise of this rank
     local_batch = config.rollout_batch_size // rt.world_size
+    k = 1 if critic else config.group_size  # samples per prompt: a critic-free baseline needs a group of them
+    snapshots = inputs.snapshots
     start = 0
     # --resume=True resumes PPO itself, unless it only had to resume an upstream stage and PPO never started
     if config.resume and (inputs.state is not None or not resumed_upstream):
@@ -417,7 +435,8 @@ def main(config: Config) -> dict:
 
     log = JSONLLogger(os.path.join(config.out_dir, "ppo", "log.jsonl"), rt.master, resume_step=start or None)
     print0(f"PPO: {config.iterations} iterations x {config.rollout_batch_size} rollouts, "
-           f"{len(prompts)} prompts; beta {config.kl_coef}, ptx_coef {config.ptx_coef}")
+           f"{len(prompts)} prompts; beta {config.kl_coef}, ptx_coef {config.ptx_coef}"
+           + ("" if critic else f"; estimator {config.estimator}, {k} samples per prompt, no value model"))
     bar = tqdm(range(start, config.iterations), desc="ppo", disable=not rt.master, initial=start,
                total=config.iterations)
     with Stopper(config, rt, "ppo", tok) as stopper:
@@ -427,34 +446,40 @@ def main(config: Config) -> dict:
                 rm, round_stats = rounds.step(rm, policy, it, rng)
                 log.log(iteration=it, **round_stats)
             set_lr(optimizer, ppo.annealed_lr(config.lr, it, config.iterations) if config.anneal_lr else config.lr)
-            batch = [prompts[i] for i in rng.choice(len(prompts), local_batch, replace=False)]
+            # k consecutive copies of each prompt (k = 1 with the value model)
+            batch = [prompts[i] for i in rng.choice(len(prompts), local_batch // k, replace=False) for _ in range(k)]
             # sampled by the plain policy, scored by the modules the update runs through (make_rollout)
             r = make_rollout(policy, ref, rm, train_value, [b["ids"] for b in batch], tok, config.max_new_tokens,
                              config.temperature, config.no_eos_penalty, banned, config.minibatch_size, gen,
                              rt.autocast, score_policy=train_policy)
             t_rollout = time.time() - t_it
-            r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam)
+            r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam, config.estimator, k)
             stats = ppo_update(train_policy, train_value, optimizer, scaler, r, config, banned, corpus, rng, rt,
                                config.ptx_coef, iteration=it)
             texts = decode_responses(r, tok)
             gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
                                                for b, t, e in zip(batch, texts, r.ended)]
-            metrics = iteration_metrics(r, gold, kl_ctl, stats, rt)
+            metrics = iteration_metrics(r, gold, kl_ctl, stats, rt, critic)
             metrics.update(iteration=it, lr=optimizer.param_groups[0]["lr"],
                            **throughput(metrics, config.rollout_batch_size, t_it, t_rollout))
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             log.log(**metrics)
             show_progress(bar, metrics, it, batch, texts, gold, config, rt)
+            if it + 1 in snapshots and rt.master:  # the policy as it is now (lab.py's settings of "steps")
+                save_checkpoint(os.path.join(config.out_dir, "ppo", f"model_{it + 1}.pt"), policy, tok, config,
+                                stage="ppo", step=it + 1)
             if stopper.after_step(it + 1, config.iterations, policy, optimizer, scaler, rng, gen,
                                   **training_state(value_model, kl_ctl, rounds, rm)):
-                save_policy(config, rt, policy, tok, it + 1, value_model=value_model.state_dict())
+                save_policy(config, rt, policy, tok, it + 1,
+                            **({"value_model": value_model.state_dict()} if critic else {}))
                 print0(f"stopped after iteration {it + 1}: policy saved; resume with --resume=True")
                 return {"interrupted": True, "iterations_done": it + 1}
     save_policy(config, rt, policy, tok, config.iterations, **training_state(value_model, kl_ctl, rounds, rm))
     remove_resume(config.out_dir, "ppo", rt)
     train_time = time.time() - t0
     write_overoptimization(config, rt)
-
+    if not config.report:
+        return {"train_time_s": train_time}
     return report(config, inputs, rt, policy, ref, rm, base, t0, train_time, rounds.first_round_policy(policy))
 
 

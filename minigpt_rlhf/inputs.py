@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .checkpoint import check_checkpoint, load_checkpoint
 from .common import print0
-from .comparisons import check_comparisons_fit, read_saved_comparisons
+from .comparisons import check_comparisons_fit, read_comparisons, read_saved_comparisons
 from .data import (
     DataError,
     SFTData,
@@ -65,6 +65,35 @@ def check_positive(config, names: tuple[str, ...]):
         value = getattr(config, name)
         if type(value) is not int or value < 1:
             raise DataError(f"--{name}={value!r}: must be a positive integer")
+
+
+def parse_iterations(text: str, option: str, last: int) -> set[int]:
+    """A comma-separated list of iteration counts, each in 1..last ("" is none)."""
+    out = set()
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        if not part.isdigit() or not 1 <= int(part) <= last:
+            raise DataError(f"--{option}={text}: {part!r} is not an iteration count in 1..{last} (--iterations); "
+                            f"pass e.g. --{option}=20,40")
+        out.add(int(part))
+    return out
+
+
+def check_estimator(config):
+    """--estimator and --group_size: a critic-free estimator needs groups of at least 2 samples per prompt that
+    split each rank's rollout batch evenly."""
+    from .ppo import ESTIMATORS
+    if config.estimator not in ESTIMATORS:
+        raise DataError(f"--estimator={config.estimator!r}: expected one of {', '.join(ESTIMATORS)}")
+    if config.estimator == "gae":
+        return
+    local = config.rollout_batch_size // world_size()
+    if type(config.group_size) is not int or config.group_size < 2 or local % config.group_size:
+        raise DataError(f"--group_size={config.group_size!r}: --estimator={config.estimator} needs at least 2 "
+                        f"samples per prompt, and a divisor of the {local} rollouts each process samples "
+                        "(--rollout_batch_size over the processes), e.g. --group_size=4")
+    if config.rounds > 1:
+        raise DataError(f"--estimator={config.estimator}: iterated RLHF (--rounds={config.rounds}) is built for "
+                        "the value model's PPO; pass --rounds=1")
 
 
 def parse_temperatures(text: str, option: str) -> list[float]:
@@ -250,7 +279,7 @@ class PPOInputs:
     demos: the SFT demonstrations, sft_train.jsonl (None without the file); base_demos: those of the base
     model's few-shot prompt (None with --few_shot=0 or without demonstrations); sft_ckpt / rm_ckpt: the
     checkpoints, if they exist (None: their stage is run first); state: PPO's resume state (None unless there
-    is one to resume)."""
+    is one to resume); snapshots: the iterations after which the policy is also saved."""
     tok: Tokenizer
     prompts: list[dict]
     eval_rows: list[dict]
@@ -264,6 +293,7 @@ class PPOInputs:
     sft_ckpt: dict | None
     rm_ckpt: dict | None
     state: dict | None
+    snapshots: set[int] = dataclasses.field(default_factory=set)
 
 
 def read_ppo_inputs(config) -> PPOInputs:
@@ -273,6 +303,8 @@ def read_ppo_inputs(config) -> PPOInputs:
     check_positive(config, ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "max_prompt_len",
                             "ptx_batch_size", "control_prompts"))
     control_temperatures = parse_temperatures(config.control_temperatures, "control_temperatures")
+    check_estimator(config)
+    snapshots = parse_iterations(config.snapshots, "snapshots", config.iterations)
     tok = get_tokenizer(config.tokenizer)
     ppo_path = data_file(config, "ppo_prompts", "ppo_prompts.jsonl", "PPO's rollouts")
     ppo_rows = read_prompts(ppo_path)
@@ -315,7 +347,12 @@ def read_ppo_inputs(config) -> PPOInputs:
         if sft_config is not None and not same_shape(policy_config, sft_config):
             raise DataError(f"{path}: its policy does not have the shape of {sft_path}: it belongs to another run. "
                             f"{RESUME_HINT}")
-        if rm_config is not None:
+        has_value = "value_model" in state
+        if (config.estimator == "gae") != has_value:
+            raise DataError(f"{path}: it holds {'a' if has_value else 'no'} value model, and --estimator="
+                            f"{config.estimator} {'trains none' if has_value else 'needs one'}: it belongs to "
+                            f"another run. {RESUME_HINT}")
+        if rm_config is not None and "value_model" in state:
             check_checkpoint({"model": state["value_model"], "model_config": rm_ckpt["model_config"]},
                              where=f"{path} (key 'value_model')")
     check_output_dir(config.out_dir, ["ppo"])
@@ -324,4 +361,65 @@ def read_ppo_inputs(config) -> PPOInputs:
     control_rows = spread_subset([r for r in prompts if r["prompt"] not in held_out], config.control_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in ppo_rows + eval_rows])
     return PPOInputs(tok, prompts, eval_rows, control_rows, control_temperatures, corpus, corpus_val, judge,
-                     demos, base_demos, sft_ckpt, rm_ckpt, state)
+                     demos, base_demos, sft_ckpt, rm_ckpt, state, snapshots)
+
+
+@dataclass
+class DPOInputs:
+    """What train_dpo.py reads. comparisons: those to train on (a seeded share of the prompts is held out, as
+    train_rm.py holds them out, unless val_comparisons is given); eval_rows: the held-out prompts of the final
+    comparison; corpus_val: the held-out corpus (None if there is none); rm_ckpt: {out_dir}/rm/model.pt if it
+    exists (the report's RM score), else None."""
+    tok: Tokenizer
+    sft_path: str
+    sft_ckpt: dict
+    comparisons: list[dict]
+    val_comparisons: list[dict] | None
+    eval_rows: list[dict]
+    corpus_val: TokenStream | None
+    judge: Scorer | None
+    snapshots: set[int]
+    rm_path: str
+    rm_ckpt: dict | None
+
+
+def read_dpo_inputs(config) -> DPOInputs:
+    """train_dpo.py: tokenizer, SFT checkpoint, comparisons (train_rm.py's, by default) and held-out
+    comparisons, evaluation prompts and the held-out corpus."""
+    check_positive(config, ("epochs", "prompts_per_batch", "max_new_tokens", "max_prompt_len", "samples_per_prompt"))
+    if not config.beta > 0:
+        raise DataError(f"--beta={config.beta!r}: DPO's KL coefficient must be > 0")
+    if not config.temperature > 0:
+        raise DataError(f"--temperature={config.temperature!r}: must be > 0")
+    tok = get_tokenizer(config.tokenizer)
+    sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
+    sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
+    block_size = check_checkpoint(sft_ckpt, tok, sft_path, head="lm").block_size
+    path = config.comparisons or os.path.join(config.out_dir, "rm", "comparisons.jsonl")
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no comparisons to train on. Run `python train_rm.py` first (it collects and saves "
+                        "them), or pass --comparisons=FILE")
+    comparisons = read_comparisons(path)
+    check_comparisons_fit(tok, comparisons, block_size)
+    val = read_comparisons(config.val_comparisons) if config.val_comparisons else None
+    if val is not None:
+        check_comparisons_fit(tok, val, block_size)
+    eval_path = data_file(config, "eval_prompts", "eval_prompts.jsonl", "the final evaluation")
+    eval_rows, _ = encode_prompts(tok, read_prompts(eval_path), config.max_prompt_len, eval_path)
+    check_prompts_fit(tok, eval_rows, config.max_new_tokens, block_size)
+    corpus_val_path = data_file(config, "corpus_val", "corpus_val.txt")
+    corpus_val = TokenStream(tok, corpus_val_path) if corpus_val_path else None
+    if corpus_val is not None:
+        corpus_val.require_windows(block_size)
+    n_steps = config.epochs * -(-len(comparisons) // config.prompts_per_batch)  # an upper bound (none held out)
+    snapshots = parse_iterations(config.snapshots, "snapshots", n_steps)
+    rm_path = os.path.join(config.out_dir, "rm", "model.pt")
+    rm_ckpt = None
+    if config.report and os.path.exists(rm_path):
+        rm_ckpt = load_checkpoint(rm_path, "reward model checkpoint")
+        check_checkpoint(rm_ckpt, tok, rm_path, "scalar")
+    check_output_dir(config.out_dir, ["dpo"])
+    eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
+    judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows])
+    return DPOInputs(tok, sft_path, sft_ckpt, comparisons, val, eval_rows, corpus_val, judge, snapshots, rm_path,
+                     rm_ckpt)

@@ -231,6 +231,8 @@ def policy_loss(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     clip_eps: float = 0.2,
+    aggregate: str = "token_mean",
+    max_len: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise:
 
@@ -238,6 +240,8 @@ def policy_loss(
         pg_loss1 = -A * ratio
         pg_loss2 = -A * clip(ratio, 1 - eps, 1 + eps)
         loss     = masked_mean(max(pg_loss1, pg_loss2))
+
+    (aggregate: the mean over valid tokens, or GRPO's and Dr. GRPO's reductions, see aggregate_loss.)
 
     The max is the pessimistic bound: once the ratio has moved past 1 +/- eps in the direction
     the advantage favours, the clipped term wins and that token's gradient is exactly 0.
@@ -256,7 +260,7 @@ def policy_loss(
     ratio = torch.exp(logratio)  # (B, T)
     pg_loss1 = -advantages * ratio  # (B, T)
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # (B, T)
-    loss = masked_mean(torch.max(pg_loss1, pg_loss2), response_mask)
+    loss = aggregate_loss(torch.max(pg_loss1, pg_loss2), response_mask, aggregate, max_len)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_eps).float(), response_mask),
@@ -379,3 +383,104 @@ def annealed_lr(lr: float, iteration: int, iterations: int) -> float:
 def kl_controller(kl_coef: float, target: float = 0.0, horizon: float = 10000.0):
     """The adaptive controller when a KL target is given (target > 0), else the fixed coefficient."""
     return AdaptiveKLController(kl_coef, target, horizon) if target > 0 else FixedKLController(kl_coef)
+
+
+# ----------------------------------------------------------------------------------------------------
+# critic-free advantages: a baseline from the other samples of the same prompt instead of a value model
+#
+# The rollout batch holds group_size samples of each prompt, consecutive: rows [g*k, (g+1)*k) share a prompt.
+# Each estimator turns the k scores of a group into per-sequence advantages; critic_free_advantages then adds
+# the per-token KL penalty, as GAE's rewards have it, so that every estimator optimises the same KL-regularised
+# objective (OpenRLHF puts the group-normalised score and the per-token k1 in the reward this way:
+# experience_maker.py, then get_cumulative_returns). GRPO's paper instead adds k3 to the loss (Shao et al. 2024,
+# eq. 3); the k1 in the reward is the one choice kept for all four estimators here.
+
+ESTIMATORS = ("gae", "rloo", "grpo", "dr_grpo")
+
+
+def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B,) scores as (B / k, k) groups of consecutive rows."""
+    if group_size < 2 or scores.numel() % group_size:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {group_size} (need k >= 2)")
+    return scores.float().view(-1, group_size)
+
+
+def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024, eq. 6): each sample's baseline is the
+    mean score of the other k - 1 samples of its prompt,
+
+        A_i = s_i - 1/(k-1) * sum_{j != i} s_j   ( = k/(k-1) * (s_i - mean_j s_j) ).
+
+    The baseline does not depend on s_i, so the gradient stays unbiased. (B,) -> (B,)."""
+    g = _groups(scores, group_size)  # (G, k)
+    others = (g.sum(1, keepdim=True) - g) / (group_size - 1)  # (G, k)
+    return (g - others).view(-1)
+
+
+def grpo_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's outcome advantage (Shao et al. 2024, sec. 4.1.2): the score normalised within its group,
+
+        A_i = (s_i - mean(s)) / (std(s) + eps)     (std unbiased, eps as TRL's GRPOTrainer)
+
+    scale=False drops the division: Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training"), whose
+    authors show that the std favours prompts that are too easy or too hard. A group of equal scores gives 0
+    either way (0 / eps, never 0 / 0). (B,) -> (B,)."""
+    g = _groups(scores, group_size)  # (G, k)
+    centred = g - g.mean(1, keepdim=True)  # (G, k)
+    if scale:
+        centred = centred / (g.std(1, keepdim=True) + eps)
+    return centred.view(-1)
+
+
+@torch.no_grad()
+def critic_free_advantages(
+    estimator: str,
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    kl_coef: float,
+    group_size: int,
+    gamma: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token advantages without a value model: the group-baselined score on the last token plus the per-token
+    KL penalty, summed from each token to the end of its response (the return with no value to subtract):
+
+        r_t = -kl_coef * kl_t + [t == last] * A_seq,     A_t = sum_{t' >= t} gamma^(t' - t) r_t'
+
+    A_seq from rloo_advantages (rloo) or grpo_advantages (grpo; dr_grpo without the std). That sum is gae()
+    with every value 0 and lambda 1. Returns (advantages, rewards, kl), each (B, T), 0 on pads."""
+    if estimator == "rloo":
+        seq = rloo_advantages(scores, group_size)
+    elif estimator in ("grpo", "dr_grpo"):
+        seq = grpo_advantages(scores, group_size, scale=estimator == "grpo")
+    else:
+        raise ValueError(f"unknown critic-free estimator {estimator!r}; expected rloo, grpo or dr_grpo")
+    rewards, kl = kl_penalized_rewards(logprobs, ref_logprobs, seq, response_mask, kl_coef)
+    advantages, _ = gae(rewards, torch.zeros_like(rewards), response_mask, gamma, lam=1.0)
+    return advantages, rewards, kl
+
+
+def aggregate_loss(per_token: torch.Tensor, response_mask: torch.Tensor, how: str = "token_mean",
+                   max_len: int | None = None) -> torch.Tensor:
+    """A (B, T) per-token loss reduced to a scalar over the valid tokens:
+
+        token_mean  sum / (number of valid tokens)        PPO here, RLOO (every token weighs the same)
+        seq_mean    mean over responses of each response's token mean   GRPO (Shao et al. 2024, eq. 3: 1/|o_i|)
+        token_sum   sum / (B * max_len)                   Dr. GRPO (Liu et al. 2025): a constant, so that a
+                                                          response's length does not rescale its tokens' weight
+    """
+    if how == "token_mean":
+        return masked_mean(per_token, response_mask)
+    if how == "seq_mean":
+        per_seq = masked_sum(per_token, response_mask, dim=1) / response_mask.sum(1).clamp_min(1)  # (B,)
+        return per_seq.mean()
+    if how == "token_sum":
+        if not max_len:
+            raise ValueError("token_sum needs max_len, the constant the summed loss is divided by")
+        return masked_sum(per_token, response_mask) / (per_token.size(0) * max_len)
+    raise ValueError(f"unknown loss aggregation {how!r}; expected token_mean, seq_mean or token_sum")
+
+
+# how each estimator reduces its per-token policy loss (aggregate_loss)
+LOSS_AGGREGATION = {"gae": "token_mean", "rloo": "token_mean", "grpo": "seq_mean", "dr_grpo": "token_sum"}

@@ -25,13 +25,13 @@ class Rollout:
     response_mask: torch.Tensor  # (B, N) float
     logprobs: torch.Tensor  # (B, N) policy log-probs at rollout time (the "old" policy)
     ref_logprobs: torch.Tensor  # (B, N) reference (SFT) log-probs of the same tokens
-    values: torch.Tensor  # (B, N) value-function estimates V(s_t) at rollout time
+    values: torch.Tensor  # (B, N) value-function estimates V(s_t) at rollout time (0 without a value model)
     scores: torch.Tensor  # (B,) RM score, or the no-EOS penalty
     rm_scores: torch.Tensor  # (B,) raw RM score (also for responses without EOS), for logging
     ended: torch.Tensor  # (B,) bool: emitted EOS
     rewards: torch.Tensor | None = None  # (B, N) KL-shaped per-token rewards
     kl: torch.Tensor | None = None  # (B, N) k1 per-token KL to the reference
-    advantages: torch.Tensor | None = None  # (B, N) whitened GAE advantages
+    advantages: torch.Tensor | None = None  # (B, N) whitened GAE advantages, or a critic-free estimator's
     returns: torch.Tensor | None = None  # (B, N) value targets
 
     def index(self, idx):
@@ -102,7 +102,8 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
     score_policy: the module that recomputes them (default: policy). Pass the one the update runs through
     (e.g. its torch.compile'd wrapper, which shares policy's weights): compiled kernels round differently
     from eager ones (bf16 most of all), so both sides of the ratio must come from the same module;
-    sampling itself always uses policy's KV-cache path. Pass the value model the update uses likewise."""
+    sampling itself always uses policy's KV-cache path. Pass the value model the update uses likewise, or None
+    for a critic-free estimator (the values are then 0)."""
     autocast = autocast or (lambda: torch.autocast("cpu", enabled=False))
     score_policy = score_policy if score_policy is not None else policy
     with autocast():
@@ -119,7 +120,10 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
         with autocast():
             logprobs.append(F.pad(policy_logprobs(score_policy, t, m, p, temperature, banned_ids).float(), back))
             ref_logprobs.append(F.pad(policy_logprobs(ref, t, m, p, temperature, banned_ids).float(), back))
-            values.append(F.pad(value_estimates(value_model, t, m, p), back))
+            if value_model is not None:
+                values.append(F.pad(value_estimates(value_model, t, m, p), back))
+            else:
+                values.append(torch.zeros(t.size(0), N, device=t.device))
             rm_scores.append(reward_at_eos(rm, t, m).float())  # (b,)
     rm_scores = torch.cat(rm_scores)
     # a response cut off without EOS gets a fixed penalty instead of the RM score (lm-human-preferences)
@@ -130,12 +134,20 @@ def make_rollout(policy, ref, rm, value_model, prompts: list[list[int]], tok, ma
 
 
 @torch.no_grad()
-def compute_advantages(r: Rollout, kl_coef: float, gamma: float, lam: float) -> Rollout:
-    """KL-shaped per-token rewards, GAE advantages and returns, advantages whitened over the valid tokens
-    of the whole batch (all ranks)."""
-    r.rewards, r.kl = ppo.kl_penalized_rewards(r.logprobs, r.ref_logprobs, r.scores, r.response_mask, kl_coef)
-    advantages, r.returns = ppo.gae(r.rewards, r.values, r.response_mask, gamma, lam)
-    r.advantages = ppo.masked_whiten(advantages, r.response_mask, all_ranks=True)
+def compute_advantages(r: Rollout, kl_coef: float, gamma: float, lam: float, estimator: str = "gae",
+                       group_size: int = 1) -> Rollout:
+    """gae: KL-shaped per-token rewards, GAE advantages and returns, advantages whitened over the valid tokens
+    of the whole batch (all ranks). rloo, grpo, dr_grpo: ppo.critic_free_advantages over the groups of
+    group_size consecutive rollouts of one prompt (not whitened: the group baseline centres them); the returns
+    are then the advantages (there is no value model to train on them)."""
+    if estimator == "gae":
+        r.rewards, r.kl = ppo.kl_penalized_rewards(r.logprobs, r.ref_logprobs, r.scores, r.response_mask, kl_coef)
+        advantages, r.returns = ppo.gae(r.rewards, r.values, r.response_mask, gamma, lam)
+        r.advantages = ppo.masked_whiten(advantages, r.response_mask, all_ranks=True)
+    else:
+        r.advantages, r.rewards, r.kl = ppo.critic_free_advantages(estimator, r.scores, r.logprobs, r.ref_logprobs,
+                                                                   r.response_mask, kl_coef, group_size, gamma)
+        r.returns = r.advantages
     return r
 
 
