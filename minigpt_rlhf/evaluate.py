@@ -106,9 +106,11 @@ def rm_scores(rm, tok, samples: list[dict], batch_size: int = 32) -> list[float 
 
 
 @torch.no_grad()
-def kl_to_reference(policy, ref, tok, samples: list[dict], temperature: float, batch_size: int = 32) -> float:
+def kl_to_reference(policy, ref, tok, samples: list[dict], temperature: float, batch_size: int = 32,
+                    ref_temperature: float | None = None) -> float:
     """Mean over responses of sum_t (log pi - log pi_ref) on the policy's own samples, at the temperature
-    they were sampled at: a Monte-Carlo estimate of KL(pi || pi_ref) per response."""
+    they were sampled at: a Monte-Carlo estimate of KL(pi || pi_ref) per response. ref_temperature: the
+    reference's temperature, if not the same (the SFT model at a lower temperature against SFT at 0.7)."""
     device = next(policy.parameters()).device
     banned = banned_token_ids(policy.config.vocab_size, tok.n_vocab, tok.pad_id, device)
     total = 0.0
@@ -120,7 +122,8 @@ def kl_to_reference(policy, ref, tok, samples: list[dict], temperature: float, b
         tokens, mask = torch.cat([prompt, response], 1), torch.cat([prompt_mask, response_mask], 1)  # (B, P + N)
         P = prompt.size(1)
         lp = policy_logprobs(policy, tokens, mask, P, temperature, banned)
-        lr = policy_logprobs(ref, tokens, mask, P, temperature, banned)
+        lr = policy_logprobs(ref, tokens, mask, P, temperature if ref_temperature is None else ref_temperature,
+                             banned)
         total += float(((lp - lr) * mask[:, P:]).sum())
     return total / len(samples)
 
@@ -186,7 +189,7 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
                    max_new_tokens: int, temperature: float, samples_per_prompt: int = 1, seed: int = 1,
                    no_eos_score: float | None = None, corpus_val=None, runtime=None,
                    prompt_encoders: dict | None = None, ideal=None,
-                   temperatures: dict | None = None) -> tuple[dict, dict]:
+                   temperatures: dict | None = None, given_samples: dict | None = None) -> tuple[dict, dict]:
     """Sample every model in `models` ({name: model}, in table order) samples_per_prompt times on each
     held-out prompt, with the same seed, and compare them. Returns (result, samples by name).
     prompt_encoders: {name: encode(prompt) -> ids} for a model prompted otherwise than in the one format (the
@@ -195,6 +198,9 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
     control: the SFT model again, at its best temperature); the same model may stand under two names.
     ideal(prompt) -> the ideal response, if the judge knows it: then ideal_rate_m, the share of m's samples
     that score as high as the ideal answer (none of them can be beaten; a tie counts 1/2 in a win rate).
+    given_samples: {name: samples} made elsewhere, in this function's prompt-major order (the reference's
+    samples reused across calls, with the same seed; best-of-n's picks, whose models[name] is None): they are
+    not sampled again. The KL is measured only if models[candidate] is a model.
 
     result (flat, as eval.json stores it), for each model name m:
       eos_rate_m, response_tokens_m; rm_score_m (mean RM score of the finished responses, if rm);
@@ -208,8 +214,10 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
     S = samples_per_prompt
     expanded = [{**r, "prompt_index": i} for i, r in enumerate(rows) for _ in range(S)]  # prompt-major
     encoders, temps = prompt_encoders or {}, {name: (temperatures or {}).get(name, temperature) for name in models}
-    samples = {name: sample_responses(m, tok, expanded, max_new_tokens, temps[name], seed=seed, runtime=runtime,
-                                      encode=encoders.get(name))
+    given = given_samples or {}
+    samples = {name: given[name] if name in given else
+               sample_responses(m, tok, expanded, max_new_tokens, temps[name], seed=seed, runtime=runtime,
+                                encode=encoders.get(name))
                for name, m in models.items()}
     result: dict = {f"temperature_{name}": t for name, t in temps.items()}
     gold, proxy = {}, {}
@@ -231,11 +239,13 @@ def compare_models(models: dict, tok, rows: list[dict], *, reference: str, candi
             if ideal is not None:
                 best = np.array([judge.score(r["prompt"], ideal(r["prompt"])) for r in rows])  # (P,)
                 result[f"ideal_rate_{name}"] = float((gold[name] >= best[:, None] - 1e-9).mean())
-        if corpus_val is not None:
+        if corpus_val is not None and models[name] is not None:
             m = models[name]
             result[f"pretrain_loss_{name}"] = corpus_loss(m, corpus_val, m.config.block_size)
-    result[f"kl_from_{reference}"] = kl_to_reference(models[candidate], models[reference], tok, samples[candidate],
-                                                     temperature)
+    if models[candidate] is not None:
+        result[f"kl_from_{reference}"] = kl_to_reference(models[candidate], models[reference], tok,
+                                                         samples[candidate], temps[candidate],
+                                                         ref_temperature=temps[reference])
     for other in models:
         if other == candidate:
             continue
@@ -307,8 +317,9 @@ def format_comparison(result: dict, samples: dict, *, reference: str, candidate:
                 ci = result[f"{prefix}win_rate_ci95" if other == reference else f"{prefix}win_rate_vs_{other}_ci95"]
                 lines.append(f"{kind} of {label[candidate]} over {label[other]}: "
                              f"{result[f'{prefix}win_rate_vs_{other}']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, {per})")
-    kl = result[f"kl_from_{reference}"]
-    lines.append(f"KL({label[candidate]} || {label[reference]}) = {kl:.2f} nats per response")
+    if f"kl_from_{reference}" in result:
+        kl = result[f"kl_from_{reference}"]
+        lines.append(f"KL({label[candidate]} || {label[reference]}) = {kl:.2f} nats per response")
     for i in range(0, min(n_examples * result["samples_per_prompt"], len(samples[candidate])),
                    result["samples_per_prompt"]):
         lines.append(f"--- {samples[candidate][i]['prompt']}")
