@@ -57,12 +57,12 @@ class Config:
     out_dir: str = "out"  # reads sft/ and rm/ (built if missing), writes lab/
     data_dir: str = "data"  # the data files of every stage (README: Your own data)
     methods: str = "ppo,rloo,grpo,dr_grpo,dpo,best_of_n,sharpening"  # which methods to run, of those listed above
-    iterations: int = 60  # iterations of each RL method's run (plain RLHF: one RM)
-    snapshots: str = "15,30,60"  # the RL methods' settings: their policies after these iterations
+    iterations: int = 100  # iterations of each RL method's run (plain RLHF: one RM)
+    snapshots: str = "5,10,20,40,70,100"  # the RL methods' settings: their policies after these iterations
     group_size: int = 4  # samples per prompt of rloo, grpo and dr_grpo
     ppo_args: str = ""  # extra options for every RL method's train_ppo.py, e.g. "--kl_coef=0.05"
     dpo_args: str = ""  # extra options for train_dpo.py, e.g. "--beta=0.3"
-    dpo_snapshots: str = "0.25,0.5,1"  # DPO's settings: its policy after these fractions of its steps
+    dpo_snapshots: str = "0.05,0.1,0.25,0.5,1"  # DPO's settings: its policy after these fractions of its steps
     best_of: str = "2,4,8,16"  # best-of-n's settings: n
     temperatures: str = "0.1,0.3,0.5"  # sharpening's settings: SFT's sampling temperature
     eval_temperature: float = 0.7  # the temperature every trained policy (and SFT, the reference) is sampled at
@@ -70,7 +70,7 @@ class Config:
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     max_new_tokens: int = 48  # response length limit of the evaluation samples (train_ppo.py's)
     kl_levels: str = "0.5,1,1.5"  # sqrt(KL) values of the matched-KL table
-    time_levels: str = "30,60,120"  # training seconds of the matched-time table
+    time_levels: str = "20,40,80"  # training seconds of the matched-time table
     judge: str = "auto"  # auto | module:function: the judge of every policy (the world's gold labeler by default)
     tokenizer: str = "default"  # must match the checkpoints' tokenizer
     upstream_preset: str = "laptop"  # preset of train_sft.py / train_rm.py if their checkpoints are missing
@@ -96,7 +96,8 @@ def read_lab_inputs(config: Config) -> dict:
         raise DataError(f"--methods={config.methods}: {', '.join(unknown) or 'none given'}; expected some of "
                         f"{', '.join(METHODS)}")
     snapshots = sorted({int(x) for x in config.snapshots.split(",") if x.strip()}) if config.snapshots else []
-    if any(m in RL_METHODS for m in methods) and (not snapshots or snapshots[0] < 1 or snapshots[-1] > config.iterations):
+    rl = any(m in RL_METHODS for m in methods)
+    if rl and (not snapshots or snapshots[0] < 1 or snapshots[-1] > config.iterations):
         raise DataError(f"--snapshots={config.snapshots}: each must be an iteration in 1..{config.iterations} "
                         "(--iterations)")
     fractions = sorted({float(x) for x in config.dpo_snapshots.split(",") if x.strip()})
@@ -163,26 +164,34 @@ def log_rows(path: str) -> list[dict]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
+def cuda_peak(rows: list[dict]) -> dict:
+    """The run's peak CUDA memory in MB, if it ran on a GPU (train_ppo.py and train_dpo.py log it there)."""
+    peaks = [r["cuda_peak_memory_mb"] for r in rows if "cuda_peak_memory_mb" in r]
+    return {"cuda_peak_memory_mb": max(peaks)} if peaks else {}
+
+
 def train_rl(config: Config, method: str, snapshots: list[int]) -> tuple[list[tuple[int, str, float]], dict]:
     """One train_ppo.py run of an RL method. Returns [(iterations, checkpoint, training seconds)] and its cost."""
     d = run_dir(config, method, ["sft/model.pt", "rm/model.pt"])
     peak = run([sys.executable, "train_ppo.py", f"--preset={config.preset_of_runs}", f"--out_dir={d}",
-                f"--data_dir={config.data_dir}", f"--estimator={RL_METHODS[method]}", f"--group_size={config.group_size}",
-                "--rounds=1", f"--iterations={config.iterations}", f"--snapshots={','.join(map(str, snapshots))}",
+                f"--data_dir={config.data_dir}", f"--estimator={RL_METHODS[method]}",
+                f"--group_size={config.group_size}", "--rounds=1", f"--iterations={config.iterations}",
+                f"--snapshots={','.join(map(str, snapshots))}",
                 "--report=False", "--few_shot=0", "--control_temperatures=", f"--tokenizer={config.tokenizer}",
                 f"--device={config.device}", f"--seed={config.seed}", *config.ppo_args.split()],
                os.path.join(d, "train.log"))
-    seconds = np.array([r["iteration_s"] for r in log_rows(os.path.join(d, "ppo", "log.jsonl")) if "iteration_s" in r])
+    rows = [r for r in log_rows(os.path.join(d, "ppo", "log.jsonl")) if "iteration_s" in r]
+    seconds = np.array([r["iteration_s"] for r in rows])
     points = [(it, os.path.join(d, "ppo", f"model_{it}.pt"), float(seconds[:it].sum())) for it in snapshots]
     # the first iteration also warms up (allocations, compilation): the typical one is the median
     return points, {"s_per_iteration": float(np.median(seconds)), "train_s": float(seconds.sum()),
-                    "peak_memory_mb": peak}
+                    "peak_memory_mb": peak, **cuda_peak(rows)}
 
 
 def train_dpo(config: Config, fractions: list[float]) -> tuple[list[tuple[int, str, float]], dict]:
     """One train_dpo.py run, saving the policy after each fraction of its steps."""
-    from minigpt_rlhf.comparisons import read_comparisons
     import train_dpo as script
+    from minigpt_rlhf.comparisons import read_comparisons
     d = run_dir(config, "dpo", ["sft/model.pt", "rm/comparisons.jsonl"])
     cfg = parse_config(script.Config, [f"--preset={config.preset_of_runs}", *config.dpo_args.split()], script.PRESETS)
     n_train = len(read_comparisons(os.path.join(d, "rm", "comparisons.jsonl")))
@@ -197,7 +206,7 @@ def train_dpo(config: Config, fractions: list[float]) -> tuple[list[tuple[int, s
     elapsed = np.array([r["elapsed_s"] for r in rows])
     points = [(s, os.path.join(d, "dpo", f"model_{s}.pt"), float(elapsed[s - 1])) for s in at]
     return points, {"s_per_iteration": float(np.median(np.diff(elapsed))) if len(elapsed) > 1 else None,
-                    "train_s": float(elapsed[-1]), "peak_memory_mb": peak}
+                    "train_s": float(elapsed[-1]), "peak_memory_mb": peak, **cuda_peak(rows)}
 
 
 class Judged:
@@ -205,7 +214,8 @@ class Judged:
 
     def __init__(self, config: Config, inputs: dict, rt):
         self.config, self.inputs, self.rt, self.tok = config, inputs, rt, inputs["tok"]
-        sft_path, rm_path = os.path.join(config.out_dir, "sft", "model.pt"), os.path.join(config.out_dir, "rm", "model.pt")
+        sft_path = os.path.join(config.out_dir, "sft", "model.pt")
+        rm_path = os.path.join(config.out_dir, "rm", "model.pt")
         self.sft = load_model(load_checkpoint(sft_path, "SFT checkpoint"), self.tok, sft_path, rt.device)
         self.rm = load_model(load_checkpoint(rm_path, "reward model checkpoint"), self.tok, rm_path, rt.device)
         self.kw = dict(judge=inputs["judge"], rm=self.rm, max_new_tokens=config.max_new_tokens,

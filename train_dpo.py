@@ -180,6 +180,8 @@ def main(config: Config) -> dict:
                        **heldout(policy, enc_val, rank_val, ref_val, config, tok.pad_id, banned, rt))
             print0(f"epoch {row['epoch']}: held-out DPO loss {row['val_loss']:.4f}, implicit-reward accuracy "
                    f"{row['val_accuracy']:.3f}")
+        if rt.device.type == "cuda":
+            row["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         log.log(step=step, lr=optimizer.param_groups[0]["lr"], elapsed_s=time.time() - t0, **row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
         if step + 1 in inputs.snapshots and rt.master:  # lab.py's settings of "steps"

@@ -304,11 +304,12 @@ def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, r
 
 
 def throughput(metrics: dict, rollout_batch_size: int, t_it: float, t_rollout: float) -> dict:
-    """The iteration's seconds (it started at t_it), response tokens sampled per second, and the share of it
-    spent on rollouts (t_rollout seconds)."""
+    """The iteration's seconds (it started at t_it), response tokens sampled per second, the share of it
+    spent on rollouts (t_rollout seconds), and on a GPU the peak CUDA memory so far."""
     seconds = time.time() - t_it
+    cuda = {"cuda_peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20} if torch.cuda.is_initialized() else {}
     return {"iteration_s": seconds, "tokens_per_s": metrics["response_len"] * rollout_batch_size / seconds,
-            "rollout_time_frac": t_rollout / seconds}
+            "rollout_time_frac": t_rollout / seconds, **cuda}
 
 
 def show_progress(bar, metrics: dict, it: int, batch, texts, gold, config: Config, rt):

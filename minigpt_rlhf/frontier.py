@@ -65,7 +65,7 @@ def format_lab(results: dict) -> str:
     """The printed report: every policy, then the methods at matched sqrt(KL) and at matched training time, and
     each method's cost."""
     from .evaluate import format_table
-    rows, methods = results["rows"], results["methods"]
+    rows = results["rows"]
     lines = ["every policy, on the same held-out prompts, samples and judge:",
              format_table(["method", "setting", "sqrt(KL)", "gold", "win vs SFT", "95% CI", "RM score", "train s"],
                           [[r["method"], r["setting"], _cell(r["sqrt_kl"], "{:.2f}"), _cell(r["gold"]),
@@ -84,10 +84,15 @@ def format_lab(results: dict) -> str:
                 + [_cell(table[m][f"{lv:g}"]["win"]) for lv in levels] for m in table]
         lines.append(format_table(header, body))
     cost = results["cost"]
-    lines += ["", "cost per method (one process each; peak memory: the process's maximum resident set)",
-              format_table(["method", "s per iteration (or step)", "train s", "peak memory MB"],
+    cuda = any("cuda_peak_memory_mb" in c for c in cost.values())
+    lines += ["", "cost per method (one process each; peak memory: the process's maximum resident set"
+              + (", and the CUDA memory it allocated at most" if cuda else "") + ")",
+              format_table(["method", "s per iteration (or step)", "train s", "peak memory MB"]
+                           + (["peak CUDA MB"] if cuda else []),
                            [[m, _cell(c.get("s_per_iteration"), "{:.2f}"), _cell(c.get("train_s"), "{:.0f}"),
-                             _cell(c.get("peak_memory_mb"), "{:.0f}")] for m, c in cost.items()])]
+                             _cell(c.get("peak_memory_mb"), "{:.0f}")]
+                            + ([_cell(c.get("cuda_peak_memory_mb"), "{:.0f}")] if cuda else [])
+                            for m, c in cost.items()])]
     return "\n".join(lines)
 
 

@@ -175,7 +175,7 @@ def test_compare_models_samples_a_model_at_its_own_temperature_and_wins_are_coun
 
     calls = []
     monkeypatch.setattr(evaluate, "sample_responses", fake_sampler(calls))
-    monkeypatch.setattr(evaluate, "kl_to_reference", lambda *a: 0.0)
+    monkeypatch.setattr(evaluate, "kl_to_reference", lambda *a, **kw: 0.0)
     sft, ppo = FakeModel(), FakeModel()
     rows = [{"prompt": f"p{i}"} for i in range(5)]
     judge = Scorer("fake", lambda p, r: float(r.split()[0]) * (1 + int(p[1:])) % 1.0)  # varies by prompt and T

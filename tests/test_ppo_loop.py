@@ -160,7 +160,8 @@ def test_tiny_ppo_run_raises_a_trivially_learnable_reward():
 def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alone():
     """The KL reported after PPO, mean over responses of sum_t log pi(a_t|s_t) - log pi_SFT(a_t|s_t) at the
     evaluation temperature, equals a brute-force loop that scores each sample alone (no padding, no batching:
-    35 samples span two of its chunks of 32); and it is 0 for a model against itself."""
+    35 samples span two of its chunks of 32); and it is 0 for a model against itself. With ref_temperature, the
+    reference is read at its own temperature (the sharpening control: SFT at 0.3 against SFT at 0.7)."""
     from minigpt_rlhf.data import encode_prompt
     from minigpt_rlhf.evaluate import kl_to_reference
     from minigpt_rlhf.tokenizer import get_tokenizer
@@ -183,9 +184,9 @@ def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alon
         samples.append({"prompt": "Name a fruit." if i % 3 else f"List {i} colours, please.", "response_ids": response})
     cfg = train_ppo.Config(eval_temperature=0.7)
 
-    def summed_logprob(model, ids, n_prompt):
+    def summed_logprob(model, ids, n_prompt, temperature=cfg.eval_temperature):
         with torch.no_grad():
-            logits = model(torch.tensor([ids]))[0] / cfg.eval_temperature  # (T, V)
+            logits = model(torch.tensor([ids]))[0] / temperature  # (T, V)
         logits[:, banned] = float("-inf")
         logp = torch.log_softmax(logits, dim=-1)
         return sum(float(logp[j - 1, ids[j]]) for j in range(n_prompt, len(ids)))  # token j is read at j - 1
@@ -202,6 +203,14 @@ def test_kl_to_reference_is_the_mean_summed_log_ratio_of_each_sample_scored_alon
     assert abs(expected) > 1.0  # two different models: the check has something to see
     assert got == pytest.approx(expected, abs=1e-4)
     assert itself == pytest.approx(0.0, abs=1e-6)
+    sharper = 0.0
+    for s in samples:
+        prompt = encode_prompt(tok, s["prompt"])
+        ids = prompt + s["response_ids"]
+        sharper += summed_logprob(policy, ids, len(prompt), 0.3) - summed_logprob(policy, ids, len(prompt), 0.7)
+    with torch.no_grad():
+        got = kl_to_reference(policy, policy, tok, samples, 0.3, ref_temperature=0.7)
+    assert abs(sharper) > 1.0 and got == pytest.approx(sharper / len(samples), abs=1e-4)
 
 
 def test_compute_advantages_equals_a_hand_computation():

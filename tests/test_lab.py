@@ -1,0 +1,117 @@
+"""The laboratory end to end on the tiny preset: every method trains and is judged, the tables and the files,
+the critic-free runs build no value model, DPO's own report, and the same numbers on a second run."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lab
+import train_dpo
+import train_ppo
+from minigpt_rlhf.checkpoint import load_checkpoint
+from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.data import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_lab(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab_out")
+    cfg = parse_config(lab.Config, ["--preset=tiny", f"--out_dir={out}", "--device=cpu"], lab.PRESETS)
+    return out, lab.main(cfg)  # builds out/sft and out/rm first
+
+
+def test_every_method_has_a_row_per_setting_judged_against_the_same_sft(tiny_lab):
+    out, results = tiny_lab
+    saved = json.loads((out / "lab" / "results.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(results["rows"]))
+    settings = {(r["method"], r["setting"]) for r in saved["rows"]}
+    assert settings == {(m, f"it={i}") for m in ("ppo", "rloo", "grpo", "dr_grpo") for i in (1, 2)} | \
+        {("dpo", "step=1"), ("dpo", "step=2"), ("best_of_n", "n=2"), ("sharpening", "T=0.3")}
+    for r in saved["rows"]:
+        lo, hi = r["win_ci95"]
+        assert 0 <= lo <= r["win"] <= hi <= 1 and 0 <= r["gold"] <= 1 and r["sqrt_kl"] >= 0
+    bon = next(r for r in saved["rows"] if r["method"] == "best_of_n")
+    assert bon["kl"] == pytest.approx(0.6931 - 0.5, abs=1e-4)  # log 2 - 1/2
+    ppo2 = next(r for r in saved["rows"] if r["setting"] == "it=2" and r["method"] == "ppo")
+    ppo1 = next(r for r in saved["rows"] if r["setting"] == "it=1" and r["method"] == "ppo")
+    assert ppo2["train_s"] > ppo1["train_s"] > 0
+    for key in ("matched_sqrt_kl", "matched_train_s", "cost", "sft"):
+        assert key in saved
+    assert set(saved["cost"]["rloo"]) >= {"s_per_iteration", "train_s", "peak_memory_mb"}
+    assert (out / "lab" / "report.txt").read_text().count("gold @") >= 2
+    pytest.importorskip("matplotlib")
+    assert (out / "lab" / "frontier.png").stat().st_size > 0
+
+
+def test_a_critic_free_run_builds_and_saves_no_value_model(tiny_lab):
+    out, _ = tiny_lab
+    run = out / "lab" / "runs"
+    assert "value_model" not in load_checkpoint(run / "rloo" / "ppo" / "model.pt")
+    assert "value_model" in load_checkpoint(run / "ppo" / "ppo" / "model.pt")
+    for method in ("rloo", "grpo", "dr_grpo"):
+        log = [json.loads(line) for line in (run / method / "ppo" / "log.jsonl").read_text().splitlines()]
+        assert log[0]["first_ratio_mean"] == 1.0 and "explained_variance" not in log[0]
+    ppo_log = json.loads((run / "ppo" / "ppo" / "log.jsonl").read_text().splitlines()[0])
+    assert "explained_variance" in ppo_log
+
+
+def test_the_lab_repeats_its_numbers_on_a_second_run(tiny_lab, tmp_path):
+    out, results = tiny_lab
+    for stage in ("sft", "rm"):
+        shutil.copytree(out / stage, tmp_path / stage)
+    cfg = parse_config(lab.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu"], lab.PRESETS)
+    again = lab.main(cfg)
+    timing = ("train_s", "inference_s")
+    strip = [{k: v for k, v in r.items() if k not in timing} for r in results["rows"]]
+    assert strip == [{k: v for k, v in r.items() if k not in timing} for r in again["rows"]]
+
+
+def test_train_dpo_reports_as_the_other_stages_do(tiny_lab):
+    out, _ = tiny_lab
+    cfg = parse_config(train_dpo.Config, ["--preset=tiny", f"--out_dir={out}", "--device=cpu"], train_dpo.PRESETS)
+    result = train_dpo.main(cfg)
+    ev = json.loads((out / "dpo" / "eval.json").read_text())
+    for key in ("win_rate_vs_sft", "win_rate_ci95", "gold_score_dpo", "rm_score_dpo", "kl_from_sft", "val_accuracy",
+                "val_loss"):
+        assert key in ev, key
+    assert ev["win_rate_vs_sft"] == result["win_rate_vs_sft"]
+    log = [json.loads(line) for line in (out / "dpo" / "log.jsonl").read_text().splitlines()]
+    # at step 0 the policy is the reference: every implicit reward is 0, so the loss is log 2
+    assert log[0]["loss"] == pytest.approx(0.6931, abs=1e-3) and log[0]["margin"] == pytest.approx(0.0, abs=1e-5)
+    ckpt = load_checkpoint(out / "dpo" / "model.pt")
+    assert ckpt["stage"] == "dpo" and torch.is_tensor(next(iter(ckpt["model"].values())))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods=ppo,sft2"], "sft2"),
+    (["--snapshots=5"], "--snapshots=5"),
+    (["--best_of=1"], "--best_of=1"),
+    (["--dpo_snapshots=0"], "--dpo_snapshots=0"),
+])
+def test_bad_lab_options_are_clear_errors_before_any_run(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "lab.py", "--preset=tiny", f"--out_dir={tmp_path}", *args], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sft").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--estimator=ppo2"], "--estimator='ppo2'"),
+    (["--estimator=rloo", "--group_size=3"], "--group_size=3"),
+    (["--estimator=grpo", "--group_size=1"], "--group_size=1"),
+    (["--estimator=rloo", "--rounds=2"], "--rounds=2"),
+    (["--snapshots=3"], "--snapshots=3"),
+])
+def test_bad_estimator_options_are_clear_errors(tmp_path, args, message):
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={tmp_path}", *args], train_ppo.PRESETS)
+    with pytest.raises(DataError, match=message.replace("[", r"\[")):
+        train_ppo.main(cfg)
+    assert not (tmp_path / "sft").exists()
