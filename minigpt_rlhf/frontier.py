@@ -111,7 +111,10 @@ def plot_frontier(results: dict, path) -> bool:
         for ax, (x, y) in zip(axes, (("sqrt_kl", "gold"), ("sqrt_kl", "win"), ("train_s", "gold"))):
             xs, ys = method_curve(rows, m, x, y, origin)
             if len(xs) > 1:
-                order = np.argsort(xs, kind="stable")
+                # a trained method's points in training order (its KL need not grow at every step), the others'
+                # by x
+                times, _ = method_curve(rows, m, "train_s", y, origin)
+                order = np.arange(len(xs)) if len(times) == len(xs) else np.argsort(xs, kind="stable")
                 ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], marker="o", label=m)
     for ax, (xl, yl) in zip(axes, (("sqrt(KL(pi || SFT)), nats^0.5", "gold score"),
                                    ("sqrt(KL(pi || SFT)), nats^0.5", "gold win rate over SFT"),

@@ -191,6 +191,30 @@ def test_compare_models_samples_a_model_at_its_own_temperature_and_wins_are_coun
     assert result["win_rate_vs_sft_best_t_ci95"] == list(win_rate(win_outcomes(gold["ppo"], gold["sft_best_t"]))[1])
 
 
+def test_given_samples_are_judged_as_sampled_ones_and_not_sampled_again(monkeypatch):
+    """The laboratory reuses SFT's samples across calls and hands best-of-n's picks in (no model): the result is
+    the one sampling them in the call would give, and only the other models are sampled."""
+    from minigpt_rlhf import evaluate
+    from minigpt_rlhf.judge import Scorer
+
+    calls = []
+    monkeypatch.setattr(evaluate, "sample_responses", fake_sampler(calls))
+    monkeypatch.setattr(evaluate, "kl_to_reference", lambda *a, **kw: 0.25)
+    sft, ppo = FakeModel(), FakeModel()
+    rows = [{"prompt": f"p{i}"} for i in range(5)]
+    judge = Scorer("fake", lambda p, r: float(r.split()[0]) * (1 + int(p[1:])) % 1.0)
+    kw = dict(reference="sft", candidate="ppo", judge=judge, max_new_tokens=4, temperature=0.7, samples_per_prompt=2)
+    full, samples = evaluate.compare_models({"sft": sft, "ppo": ppo}, None, rows, **kw)
+    calls.clear()
+    again, _ = evaluate.compare_models({"sft": sft, "ppo": ppo}, None, rows, given_samples={"sft": samples["sft"]},
+                                       **kw)
+    assert [c[0] for c in calls] == [ppo] and again == full
+    calls.clear()
+    picked, _ = evaluate.compare_models({"sft": sft, "ppo": None}, None, rows, given_samples=samples, **kw)
+    assert calls == [] and "kl_from_sft" not in picked  # no model: no KL
+    assert picked["win_rate_vs_sft"] == full["win_rate_vs_sft"] and picked["gold_score_ppo"] == full["gold_score_ppo"]
+
+
 def test_demonstration_scores_are_the_judges_mean_per_family_and_the_report_shows_them_as_a_column():
     from minigpt_rlhf.evaluate import demonstration_scores, format_comparison
     from minigpt_rlhf.judge import world_scorer

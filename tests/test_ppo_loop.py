@@ -284,3 +284,27 @@ def test_old_logprobs_come_from_the_scoring_module_and_the_update_through_it_see
     _, through_policy = train_ppo.minibatch_loss(policy, value, mb, cfg, banned, rt, ptx_coef=0.0)
     assert through_scorer["ratio_mean"] == 1.0 and through_scorer["approx_kl"] == 0.0
     assert through_policy["approx_kl"] > 0.0
+
+
+def test_rlhf_models_load_without_dropout_so_two_passes_agree_and_the_ratio_is_one(tmp_path):
+    """An SFT checkpoint trained with dropout: PPO's policy, reference, RM and value model are loaded with dropout
+    off (load_model), so scoring the same rollout twice gives the same log-probs, and the ratio of the first
+    minibatch is exactly 1 (Huang et al. 2024, "The N Implementation Details of RLHF with PPO": dropout breaks it)."""
+    from minigpt_rlhf.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from minigpt_rlhf.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    torch.manual_seed(0)
+    sft = GPT(GPTConfig(block_size=32, vocab_size=2112, n_layer=1, n_head=2, n_embd=16, dropout=0.3))
+    save_checkpoint(tmp_path / "sft.pt", sft, tok)
+    ckpt = load_checkpoint(tmp_path / "sft.pt")
+    assert ckpt["model_config"]["dropout"] == 0.3
+    policy = load_model(ckpt, tok, "sft.pt", "cpu", trainable=True)
+    tokens = torch.randint(0, tok.n_vocab, (4, 12))
+    mask = torch.ones_like(tokens)
+    banned = banned_token_ids(2112, tok.n_vocab, tok.pad_id)
+    with torch.no_grad():
+        first = policy_logprobs(policy, tokens, mask, 4, 0.7, banned)
+        second = policy_logprobs(policy, tokens, mask, 4, 0.7, banned)
+    assert torch.equal(first, second)
+    assert torch.exp(first - second).eq(1.0).all()  # the ratio of an unchanged policy
