@@ -31,6 +31,7 @@ import train_ppo  # noqa: E402
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from minigpt_rlhf.data import encode_prompts, read_prompts  # noqa: E402
 from minigpt_rlhf.evaluate import judge_scores, sample_responses, win_outcomes, win_rate  # noqa: E402
+from minigpt_rlhf.frontier import best_of_n_kl  # noqa: E402
 from minigpt_rlhf.judge import world_scorer  # noqa: E402
 from minigpt_rlhf.plot import plot_overoptimization  # noqa: E402
 from minigpt_rlhf.reward import encode_responses, score_comparisons  # noqa: E402
@@ -74,7 +75,7 @@ def main():
     while k <= args.n:
         by_rm = gold[np.arange(len(gold)), rm_score[:, :k].argmax(1)]  # (P,) gold of the RM's pick
         by_gold = gold[:, :k].max(1)  # (P,)
-        kl = np.log(k) - (k - 1) / k  # an upper bound on KL(best-of-k || SFT) (Beirami et al. 2024)
+        kl = best_of_n_kl(k)  # an upper bound on KL(best-of-k || SFT) (Beirami et al. 2024)
         print(f"| {k} | {kl:.2f} | {win_rate(win_outcomes(by_rm, reference))[0]:.3f} | {by_rm.mean():.3f} | "
               f"{win_rate(win_outcomes(by_gold, reference))[0]:.3f} | {by_gold.mean():.3f} |")
         for key, v in (("k", k), ("sqrt_kl", float(np.sqrt(kl))), ("gold_by_rm", float(by_rm.mean())),

@@ -7,8 +7,9 @@ Each PPO exercise runs `train_ppo.py` for a few iterations of plain RLHF (one RM
 as the code is and once with the one line broken (tests/exercises.py applies it in this process), and prints the
 log keys that show it: the first minibatch's ratio and approx-KL, the KL to SFT, the rollouts' RM and gold scores.
 The pairwise-reader exercise trains an RM for one epoch on pairwise comparisons (each K-wise comparison's best
-against its worst response) and prints its held-out accuracy against the labels. The PAD == EOS exercise exports
-the RM and prints how far the transformers model's scores are from ours (needs transformers and safetensors).
+against its worst response) and prints its held-out accuracy against the labels and against the gold order.
+The PAD == EOS exercise exports the RM and prints how far the transformers model's scores are from ours (needs
+transformers and safetensors).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def summary(rows: list[dict]) -> str:
             f"{last['gold_score']:.3f}")
 
 
-def rm_run(out: str, work: str) -> float:
-    """One RM epoch on pairwise comparisons (best vs worst of each of out/rm's); held-out accuracy vs the labels."""
+def rm_run(out: str, work: str) -> dict:
+    """One RM epoch on pairwise comparisons (best vs worst of each of out/rm's); held-out accuracy against the
+    labels (read by the same reader, so a swap there flips them too) and against the gold order."""
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     rows = [json.loads(line) for line in open(os.path.join(out, "rm", "comparisons.jsonl"))]
@@ -69,8 +71,8 @@ def rm_run(out: str, work: str) -> float:
             f.write(json.dumps({"prompt": r["prompt"], "chosen": r["responses"][best],
                                 "rejected": r["responses"][worst]}) + "\n")
     cfg = parse_config(train_rm.Config, [f"--out_dir={work}", f"--sft_checkpoint={out}/sft/model.pt",
-                                         f"--comparisons={pairs}", "--epochs=1", "--judge=none"], train_rm.PRESETS)
-    return train_rm.main(cfg)["accuracy_vs_labels"]
+                                         f"--comparisons={pairs}", "--epochs=1"], train_rm.PRESETS)
+    return train_rm.main(cfg)
 
 
 def export_gap(out: str, work: str) -> float:
@@ -97,7 +99,9 @@ def export_gap(out: str, work: str) -> float:
 
 def measure(name: str, out: str, work: str, iterations: int) -> str:
     if name == "swapped_pair":
-        return f"held-out accuracy vs the labels {rm_run(out, work):.3f}"
+        ev = rm_run(out, work)
+        return (f"held-out accuracy vs the labels {ev['accuracy_vs_labels']:.3f}, vs the gold order "
+                f"{ev['accuracy_vs_gold']:.3f}")
     if name == "pad_is_eos":
         return f"largest |transformers - ours| RM score {export_gap(out, work):.3f}"
     return summary(ppo_run(out, work, iterations))
