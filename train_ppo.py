@@ -5,6 +5,7 @@
     python train_ppo.py --resume=True          # continue after Ctrl-C (or an upstream stage stopped midway)
     python train_ppo.py --rounds=1 --iterations=35  # plain RLHF: one RM, trained once (the default iterates 5 rounds)
     python train_ppo.py --iterations=50 --kl_target=6
+    python train_ppo.py --rounds=1 --estimator=rloo # critic-free: RLOO's baseline, no value model (docs/methods.md)
     python train_ppo.py --data_dir=my_data --judge=my_judge.py:score   # your own data and judge (README)
     torchrun --nproc_per_node=2 train_ppo.py
 
@@ -18,6 +19,9 @@ PPO epochs of minibatches per batch of rollouts; the next-token loss on the pret
 ptx_coef (PPO-ptx). Policy and reference start from SFT; the value function starts from the RM. Steps 2 and 3
 are iterated (Ouyang et al. 2022, sec. 3.1): the iterations are split into --rounds rounds, and before each
 round after the first the policy's own samples are ranked and the RM trains on them (minigpt_rlhf/iterated.py).
+--estimator=rloo|grpo|dr_grpo replaces the value model and GAE with a baseline from --group_size samples of the
+same prompt (ppo.critic_free_advantages); the KL stays where it is for every estimator, the per-token k1 penalty
+in the reward, so all of them optimise the same objective; no value model is built.
 
 Departures from the paper: tiny scale; several PPO epochs per batch (as lm-human-preferences, where the
 paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement rather than the

@@ -14,8 +14,8 @@ import numpy as np
 
 
 def best_of_n_kl(n: int) -> float:
-    """log n - (n - 1) / n: the KL(best-of-n || base) of best-of-n sampling, exact for distinct samples and an upper
-    bound in general (Stiennon et al. 2020, appendix; Beirami et al. 2024, "Theoretical guarantees on the best-of-n
+    """log n - (n - 1) / n: an upper bound on KL(best-of-n || base), reached when no single sample has appreciable
+    probability (Stiennon et al. 2020, appendix; Beirami et al. 2024, "Theoretical guarantees on the best-of-n
     alignment policy")."""
     return math.log(n) - (n - 1) / n
 

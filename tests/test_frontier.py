@@ -8,10 +8,10 @@ import pytest
 from minigpt_rlhf.frontier import best_of_n_kl, best_of_n_picks, format_lab, interpolate, matched
 
 
-def test_best_of_n_kl_is_log_n_minus_n_minus_1_over_n_and_exact_for_distinct_samples():
+def test_best_of_n_kl_is_log_n_minus_n_minus_1_over_n_reached_on_a_wide_uniform_base():
     assert best_of_n_kl(1) == 0.0
     assert best_of_n_kl(4) == pytest.approx(math.log(4) - 3 / 4)
-    # exact for a base distribution over many equally likely distinct outcomes: best-of-n of a uniform over
+    # reached, in the limit, on a base of many equally likely outcomes: best-of-n of a uniform over
     # m ranked outcomes picks outcome i (1 = worst) with probability (i/m)^n - ((i-1)/m)^n
     m, n = 20000, 4
     i = np.arange(1, m + 1)

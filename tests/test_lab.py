@@ -115,3 +115,23 @@ def test_bad_estimator_options_are_clear_errors(tmp_path, args, message):
     with pytest.raises(DataError, match=message.replace("[", r"\[")):
         train_ppo.main(cfg)
     assert not (tmp_path / "sft").exists()
+
+
+def test_train_ppo_with_a_critic_free_estimator_never_builds_a_value_model(tiny_lab, tmp_path, monkeypatch):
+    out, _ = tiny_lab
+    for stage in ("sft", "rm"):
+        shutil.copytree(out / stage, tmp_path / stage)
+    built = []
+    real = train_ppo.load_model
+
+    def recording(ckpt, tok, where, device, trainable=False):
+        built.append((ckpt["model_config"]["head"], trainable))
+        return real(ckpt, tok, where, device, trainable)
+
+    monkeypatch.setattr(train_ppo, "load_model", recording)
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--estimator=grpo",
+                                          "--report=False", "--few_shot=0"], train_ppo.PRESETS)
+    train_ppo.main(cfg)
+    # policy (lm, trained), reference (lm, frozen), RM (scalar, frozen): no trained scalar model
+    assert sorted(built) == [("lm", False), ("lm", True), ("scalar", False)]
+    assert "value_model" not in load_checkpoint(tmp_path / "ppo" / "model.pt")
