@@ -18,7 +18,7 @@ from minigpt_rlhf.resume import resume_path
 
 pytestmark = pytest.mark.slow  # each stage stopped and resumed, end to end
 
-TIMING_KEYS = {"tokens_per_s", "rollout_time_frac"}  # wall-clock figures differ from run to run
+TIMING_KEYS = {"tokens_per_s", "rollout_time_frac", "iteration_s"}  # wall-clock figures differ from run to run
 
 
 def run(script, out, *args):

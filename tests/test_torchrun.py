@@ -16,10 +16,10 @@ TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchr
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun not installed")]
 
 
-def torchrun(*args):
+def torchrun(*args, script="train_ppo.py", nproc=2):
     # --standalone: torchrun picks a free port for the rendezvous itself (a port found here and passed on
     # could be taken by another process in between)
-    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "train_ppo.py", "--preset=tiny", "--device=cpu", *args]
+    cmd = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", script, "--preset=tiny", "--device=cpu", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -27,7 +27,7 @@ def torchrun(*args):
 
 
 def ppo_log(out):
-    timing = {"tokens_per_s", "rollout_time_frac"}
+    timing = {"tokens_per_s", "rollout_time_frac", "iteration_s"}
     return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (out / "ppo" / "log.jsonl").open()]
 
 
@@ -54,3 +54,28 @@ def test_ppo_resumes_exactly_under_torchrun(tmp_path):
     assert "stopped after iteration 1" in torchrun(f"--out_dir={resumed}", "--iterations=3", "--stop_at=1").stdout
     torchrun(f"--out_dir={resumed}", "--iterations=3", "--resume=True")
     assert len(ppo_log(straight)) == 3 and ppo_log(resumed) == ppo_log(straight)
+
+
+def test_dpo_on_two_processes_takes_the_steps_of_one(tmp_path):
+    """train_dpo.py under torchrun: each rank takes whole prompts of a step and the gradients are averaged, so two
+    processes end with the weights of one (float rounding aside), and rank 0 alone writes and reports."""
+    torchrun(f"--out_dir={tmp_path}")  # the tiny SFT model and comparisons
+    import torch
+
+    from minigpt_rlhf.checkpoint import load_checkpoint
+
+    weights = {}
+    for n in (1, 2):
+        out = tmp_path / f"dpo{n}"
+        (out / "rm").mkdir(parents=True)
+        shutil.copy(tmp_path / "rm" / "comparisons.jsonl", out / "rm" / "comparisons.jsonl")
+        proc = torchrun(f"--out_dir={out}", f"--sft_checkpoint={tmp_path}/sft/model.pt", "--lr=1e-3",
+                        "--prompts_per_batch=4", script="train_dpo.py", nproc=n)
+        assert proc.stdout.count("gold win rate of DPO over SFT:") == 1
+        log = [json.loads(x) for x in (out / "dpo" / "log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == list(range(len(log)))
+        weights[n] = load_checkpoint(out / "dpo" / "model.pt")["model"]
+    sft = load_checkpoint(tmp_path / "sft" / "model.pt")["model"]
+    assert any(not torch.equal(weights[1][k], sft[k]) for k in sft)  # DPO moved the weights
+    for k in weights[1]:
+        torch.testing.assert_close(weights[2][k], weights[1][k], atol=2e-5, rtol=1e-4)
