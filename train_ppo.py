@@ -5,7 +5,7 @@
     python train_ppo.py --resume=True          # continue after Ctrl-C (or an upstream stage stopped midway)
     python train_ppo.py --rounds=1 --iterations=35  # plain RLHF: one RM, trained once (the default iterates 5 rounds)
     python train_ppo.py --iterations=50 --kl_target=6
-    python train_ppo.py --rounds=1 --estimator=rloo # critic-free: RLOO's baseline, no value model (docs/methods.md)
+    python train_ppo.py --estimator=rloo           # critic-free: RLOO's baseline, no value model (docs/methods.md)
     python train_ppo.py --data_dir=my_data --judge=my_judge.py:score   # your own data and judge (README)
     torchrun --nproc_per_node=2 train_ppo.py
 

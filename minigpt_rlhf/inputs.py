@@ -91,9 +91,6 @@ def check_estimator(config):
         raise DataError(f"--group_size={config.group_size!r}: --estimator={config.estimator} needs at least 2 "
                         f"samples per prompt, and a divisor of the {local} rollouts each process samples "
                         "(--rollout_batch_size over the processes), e.g. --group_size=4")
-    if config.rounds > 1:
-        raise DataError(f"--estimator={config.estimator}: iterated RLHF (--rounds={config.rounds}) is built for "
-                        "the value model's PPO; pass --rounds=1")
 
 
 def parse_temperatures(text: str, option: str) -> list[float]:

@@ -107,7 +107,6 @@ def test_bad_lab_options_are_clear_errors_before_any_run(tmp_path, args, message
     (["--estimator=ppo2"], "--estimator='ppo2'"),
     (["--estimator=rloo", "--group_size=3"], "--group_size=3"),
     (["--estimator=grpo", "--group_size=1"], "--group_size=1"),
-    (["--estimator=rloo", "--rounds=2"], "--rounds=2"),
     (["--snapshots=3"], "--snapshots=3"),
 ])
 def test_bad_estimator_options_are_clear_errors(tmp_path, args, message):
@@ -135,3 +134,20 @@ def test_train_ppo_with_a_critic_free_estimator_never_builds_a_value_model(tiny_
     # policy (lm, trained), reference (lm, frozen), RM (scalar, frozen): no trained scalar model
     assert sorted(built) == [("lm", False), ("lm", True), ("scalar", False)]
     assert "value_model" not in load_checkpoint(tmp_path / "ppo" / "model.pt")
+
+
+def test_a_critic_free_estimator_runs_iterated_rlhf(tiny_lab, tmp_path):
+    """--rounds retrains the RM between rounds and leaves the update alone: RLOO over two rounds runs, the second
+    round's RM is saved, and no value model is."""
+    out, _ = tiny_lab
+    for stage in ("sft", "rm"):
+        shutil.copytree(out / stage, tmp_path / stage)
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--estimator=rloo",
+                                          "--rounds=2", "--iterations=2", "--round_prompts=4", "--few_shot=0"],
+                       train_ppo.PRESETS)
+    result = train_ppo.main(cfg)
+    log = [json.loads(line) for line in (tmp_path / "ppo" / "log.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in log if "round" in r] == [2]
+    ckpt = load_checkpoint(tmp_path / "ppo" / "model.pt")
+    assert "value_model" not in ckpt and "reward_model" in ckpt
+    assert "win_rate_vs_ppo_round1" in result
