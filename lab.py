@@ -56,7 +56,7 @@ METHODS = (*RL_METHODS, "dpo", "best_of_n", "sharpening")
 class Config:
     out_dir: str = "out"  # reads sft/ and rm/ (built if missing), writes lab/
     data_dir: str = "data"  # the data files of every stage (README: Your own data)
-    methods: str = "ppo,rloo,grpo,dr_grpo,dpo,best_of_n,sharpening"  # the methods to run (comma-separated; default: all)
+    methods: str = "ppo,rloo,grpo,dr_grpo,dpo,best_of_n,sharpening"  # the methods to run (comma-separated; default all)
     iterations: int = 100  # iterations of each RL method's run (plain RLHF: one RM)
     snapshots: str = "5,10,20,40,70,100"  # the RL methods' settings: their policies after these iterations
     group_size: int = 4  # samples per prompt of rloo, grpo and dr_grpo
