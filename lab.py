@@ -191,12 +191,13 @@ def train_rl(config: Config, method: str, snapshots: list[int]) -> tuple[list[tu
 def train_dpo(config: Config, fractions: list[float]) -> tuple[list[tuple[int, str, float]], dict]:
     """One train_dpo.py run, saving the policy after each fraction of its steps."""
     import train_dpo as script
-    from minigpt_rlhf.comparisons import read_comparisons
+    from minigpt_rlhf.comparisons import read_comparisons, train_and_held_out
     d = run_dir(config, "dpo", ["sft/model.pt", "rm/comparisons.jsonl"])
     cfg = parse_config(script.Config, [f"--preset={config.preset_of_runs}", *config.dpo_args.split()], script.PRESETS)
-    n_train = len(read_comparisons(os.path.join(d, "rm", "comparisons.jsonl")))
-    n_train -= max(1, int(n_train * cfg.val_fraction))  # the held-out prompts (comparisons.split_comparisons)
-    steps = cfg.epochs * -(-n_train // cfg.prompts_per_batch)
+    comparisons = read_comparisons(cfg.comparisons or os.path.join(d, "rm", "comparisons.jsonl"))
+    val = read_comparisons(cfg.val_comparisons) if cfg.val_comparisons else None
+    # the run's own steps: the same split and batches as train_dpo.main makes them
+    steps = len(script.step_batches(len(train_and_held_out(comparisons, val, cfg)[0]), cfg))
     at = sorted({max(1, round(f * steps)) for f in fractions})
     peak = run([sys.executable, "train_dpo.py", f"--preset={config.preset_of_runs}", f"--out_dir={d}",
                 f"--data_dir={config.data_dir}", f"--snapshots={','.join(map(str, at))}", "--report=False",

@@ -94,6 +94,14 @@ PRESETS = {
 }
 
 
+def step_batches(n_train: int, config: Config, world_size: int = 1) -> list[list[int]]:
+    """The whole prompts of every optimizer step, epoch after epoch, seeded on their own. Under DDP every rank takes
+    whole prompts of each step, so a step needs at least one prompt per rank (a smaller last batch is dropped)."""
+    batch_rng = np.random.default_rng([config.seed, 3])
+    return [b for _ in range(config.epochs) for b in prompt_batches(n_train, config.prompts_per_batch, batch_rng)
+            if len(b) >= world_size]
+
+
 @torch.no_grad()
 def reference_logprobs(ref, encoded, config, pad_id, banned, rt, batch: int = 8) -> list[torch.Tensor]:
     """The frozen reference's summed log-probs of every response of every comparison, computed once: (K,) each."""
@@ -152,10 +160,7 @@ def main(config: Config) -> dict:
     ref_val = reference_logprobs(ref, enc_val, config, tok.pad_id, banned, rt)
     optimizer = configure_optimizer(policy, config.lr, 0.0, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
-    batch_rng = np.random.default_rng([config.seed, 3])
-    # under DDP every rank takes whole prompts of each step: a step needs at least one prompt per rank
-    batches = [b for _ in range(config.epochs) for b in prompt_batches(len(train), config.prompts_per_batch, batch_rng)
-               if len(b) >= rt.world_size]
+    batches = step_batches(len(train), config, rt.world_size)
     steps_per_epoch = len(batches) // config.epochs
     log = JSONLLogger(os.path.join(config.out_dir, "dpo", "log.jsonl"), rt.master)
     print0(f"DPO: {len(train)} prompts ({sum(len(r) * (len(r) - 1) // 2 for r in rank_train)} pairs), {len(val)} "
