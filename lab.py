@@ -69,6 +69,7 @@ class Config:
     samples_per_prompt: int = 4  # samples of each policy per held-out prompt
     max_eval_prompts: int = 0  # evaluate on at most this many held-out prompts (0 = all)
     max_new_tokens: int = 48  # response length limit of the evaluation samples (train_ppo.py's)
+    no_eos_penalty: float = -2.0  # the RM's score of a response without EOS: best-of-n's picks, RM win rates (PPO's)
     kl_levels: str = "0.5,1,1.5"  # sqrt(KL) values of the matched-KL table
     time_levels: str = "20,40,80"  # training seconds of the matched-time table
     judge: str = "auto"  # auto | module:function: the judge of every policy (the world's gold labeler by default)
@@ -221,7 +222,7 @@ class Judged:
         self.rm = load_model(load_checkpoint(rm_path, "reward model checkpoint"), self.tok, rm_path, rt.device)
         self.kw = dict(judge=inputs["judge"], rm=self.rm, max_new_tokens=config.max_new_tokens,
                        temperature=config.eval_temperature, samples_per_prompt=config.samples_per_prompt, seed=1,
-                       no_eos_score=-2.0, runtime=rt)
+                       no_eos_score=config.no_eos_penalty, runtime=rt)
         result, samples = compare_models({"sft": self.sft}, self.tok, inputs["eval_rows"], reference="sft",
                                          candidate="sft", **self.kw)
         self.sft_samples = samples["sft"]
@@ -257,7 +258,8 @@ def best_of_n(judged: Judged, ns: list[int]) -> tuple[list[dict], dict]:
     t0 = time.time()
     draws = [sample_responses(judged.sft, tok, expanded, config.max_new_tokens, config.eval_temperature,
                               seed=100 + j, runtime=judged.rt) for j in range(max(ns))]
-    scores = np.array([[-2.0 if x is None else x for x in rm_scores(judged.rm, tok, d)] for d in draws]).T
+    scores = np.array([[config.no_eos_penalty if x is None else x for x in rm_scores(judged.rm, tok, d)]
+                       for d in draws]).T
     per_draw = (time.time() - t0) / max(ns)
     rows = [judged.judge("best_of_n", f"n={n}", samples=best_of_n_picks(draws, scores, n), kl=best_of_n_kl(n),
                          inference_s=per_draw * n) for n in ns]
