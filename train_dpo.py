@@ -51,6 +51,7 @@ from minigpt_rlhf.dpo import dpo_batch, encode_comparison, sequence_logprobs
 from minigpt_rlhf.evaluate import compare_models, format_comparison
 from minigpt_rlhf.inputs import read_dpo_inputs
 from minigpt_rlhf.model import configure_optimizer
+from minigpt_rlhf.resume import Stopper, remove_resume, restore_training, resume_path
 from minigpt_rlhf.reward import prompt_batches
 from minigpt_rlhf.sampling import banned_token_ids
 
@@ -85,6 +86,10 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     seed: int = 1337  # random seed (the held-out split is train_rm.py's with the same seed)
+    # stopping and resuming (README: Ctrl-C, then --resume=True)
+    resume: bool = False  # continue from {out_dir}/dpo/resume.pt (policy, optimizer, step)
+    save_interval: int = 100  # also save the resume state every this many steps (0 = only when stopping)
+    stop_at: int = 0  # save the resume state and exit after this many steps (0 = run to the end)
 
 
 PRESETS = {
@@ -160,41 +165,51 @@ def main(config: Config) -> dict:
     ref_val = reference_logprobs(ref, enc_val, config, tok.pad_id, banned, rt)
     optimizer = configure_optimizer(policy, config.lr, 0.0, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
+    start = 0
+    if inputs.state is not None:  # --resume=True: the batches are seeded on their own, so only this is needed
+        policy.load_state_dict(inputs.state["model"])
+        start = restore_training(inputs.state, rt, optimizer, scaler)
+        print0(f"resuming DPO at step {start} from {resume_path(config.out_dir, 'dpo')}")
     batches = step_batches(len(train), config, rt.world_size)
     steps_per_epoch = len(batches) // config.epochs
-    log = JSONLLogger(os.path.join(config.out_dir, "dpo", "log.jsonl"), rt.master)
+    log = JSONLLogger(os.path.join(config.out_dir, "dpo", "log.jsonl"), rt.master, resume_step=start or None)
     print0(f"DPO: {len(train)} prompts ({sum(len(r) * (len(r) - 1) // 2 for r in rank_train)} pairs), {len(val)} "
            f"held out; beta {config.beta}, {len(batches)} steps")
     params = list(policy.parameters())
-    bar = tqdm(range(len(batches)), desc="dpo", disable=not rt.master)
-    for step in bar:
-        set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
-        mine = batches[step][rt.rank:: rt.world_size]
-        with rt.autocast():
-            loss, stats = dpo_batch(policy, [enc_train[i] for i in mine], [rank_train[i] for i in mine],
-                                    [ref_train[i] for i in mine], config.beta, tok.pad_id, config.temperature,
-                                    banned, rt.device, n_prompts=len(batches[step]))
-        check_finite(loss, "dpo", f"at step {step}", rt)
-        scaler.scale(loss * rt.world_size).backward()  # the summed weights over ranks are 1: the mean is restored
-        all_reduce_grads(params, rt)
-        clip_and_step(optimizer, scaler, params, config.grad_clip)
-        row = {"loss": all_reduce_mean(loss.item(), rt) * rt.world_size,
-               **{k: all_reduce_mean(float(v), rt) for k, v in stats.items()}}
-        if (step + 1) % steps_per_epoch == 0 and val:
-            row.update(epoch=(step + 1) // steps_per_epoch,
-                       **heldout(policy, enc_val, rank_val, ref_val, config, tok.pad_id, banned, rt))
-            print0(f"epoch {row['epoch']}: held-out DPO loss {row['val_loss']:.4f}, implicit-reward accuracy "
-                   f"{row['val_accuracy']:.3f}")
-        if rt.device.type == "cuda":
-            row["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        log.log(step=step, lr=optimizer.param_groups[0]["lr"], elapsed_s=time.time() - t0, **row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
-        if step + 1 in inputs.snapshots and rt.master:  # lab.py's settings of "steps"
-            save_checkpoint(os.path.join(config.out_dir, "dpo", f"model_{step + 1}.pt"), policy, tok, config,
-                            stage="dpo", step=step + 1)
+    bar = tqdm(range(start, len(batches)), desc="dpo", disable=not rt.master, initial=start, total=len(batches))
+    with Stopper(config, rt, "dpo", tok) as stopper:
+        for step in bar:
+            set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
+            mine = batches[step][rt.rank:: rt.world_size]
+            with rt.autocast():
+                loss, stats = dpo_batch(policy, [enc_train[i] for i in mine], [rank_train[i] for i in mine],
+                                        [ref_train[i] for i in mine], config.beta, tok.pad_id, config.temperature,
+                                        banned, rt.device, n_prompts=len(batches[step]))
+            check_finite(loss, "dpo", f"at step {step}", rt)
+            scaler.scale(loss * rt.world_size).backward()  # the summed weights over ranks are 1: the mean is restored
+            all_reduce_grads(params, rt)
+            clip_and_step(optimizer, scaler, params, config.grad_clip)
+            row = {"loss": all_reduce_mean(loss.item(), rt) * rt.world_size,
+                   **{k: all_reduce_mean(float(v), rt) for k, v in stats.items()}}
+            if (step + 1) % steps_per_epoch == 0 and val:
+                row.update(epoch=(step + 1) // steps_per_epoch,
+                           **heldout(policy, enc_val, rank_val, ref_val, config, tok.pad_id, banned, rt))
+                print0(f"epoch {row['epoch']}: held-out DPO loss {row['val_loss']:.4f}, implicit-reward accuracy "
+                       f"{row['val_accuracy']:.3f}")
+            if rt.device.type == "cuda":
+                row["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            log.log(step=step, lr=optimizer.param_groups[0]["lr"], elapsed_s=time.time() - t0, **row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+            if step + 1 in inputs.snapshots and rt.master:  # lab.py's settings of "steps"
+                save_checkpoint(os.path.join(config.out_dir, "dpo", f"model_{step + 1}.pt"), policy, tok, config,
+                                stage="dpo", step=step + 1)
+            if stopper.after_step(step + 1, len(batches), policy, optimizer, scaler):
+                print0(f"stopped after DPO step {step + 1}: resume with --resume=True")
+                return {"interrupted": True, "steps_done": step + 1}
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "dpo", "model.pt"), policy, tok, config, stage="dpo",
                         step=len(batches))
+    remove_resume(config.out_dir, "dpo", rt)
     train_time = time.time() - t0
     final = heldout(policy, enc_val, rank_val, ref_val, config, tok.pad_id, banned, rt) if val else {}
     if not config.report:

@@ -378,6 +378,7 @@ class DPOInputs:
     snapshots: set[int]
     rm_path: str
     rm_ckpt: dict | None
+    state: dict | None = None  # the resume state (None unless --resume=True)
 
 
 def read_dpo_inputs(config) -> DPOInputs:
@@ -391,7 +392,15 @@ def read_dpo_inputs(config) -> DPOInputs:
     tok = get_tokenizer(config.tokenizer)
     sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
     sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")
-    block_size = check_checkpoint(sft_ckpt, tok, sft_path, head="lm").block_size
+    sft_config = check_checkpoint(sft_ckpt, tok, sft_path, head="lm")
+    block_size = sft_config.block_size
+    state = None
+    if config.resume:
+        state = read_resume(config, "dpo")
+        where = resume_path(config.out_dir, "dpo")
+        if not same_shape(check_checkpoint(state, tok, where, head="lm"), sft_config):
+            raise DataError(f"{where}: its policy does not have the shape of {sft_path}: it belongs to another run. "
+                            f"{RESUME_HINT}")
     path = config.comparisons or os.path.join(config.out_dir, "rm", "comparisons.jsonl")
     if not os.path.exists(path):
         raise DataError(f"{path}: no comparisons to train on. Run `python train_rm.py` first (it collects and saves "
@@ -419,4 +428,4 @@ def read_dpo_inputs(config) -> DPOInputs:
     eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in eval_rows])
     return DPOInputs(tok, sft_path, sft_ckpt, comparisons, val, eval_rows, corpus_val, judge, snapshots, rm_path,
-                     rm_ckpt)
+                     rm_ckpt, state)

@@ -78,7 +78,9 @@ def all_rng_states(rt, np_gen=None, torch_gen=None) -> list[dict]:
 
 # what each stage's resume state holds besides model, model_config, tokenizer, config, step, optimizer,
 # scaler and rng (see save_resume and the scripts' calls of it)
-STAGE_KEYS = {"sft": ("phase",), "rm": (), "ppo": ("value_model", "kl_ctl")}
+# what each stage's resume state holds besides the model, optimizer, scaler, step and random streams (PPO's
+# value_model only with --estimator=gae: read_ppo_inputs checks it against the estimator)
+STAGE_KEYS = {"sft": ("phase",), "rm": (), "ppo": ("kl_ctl",), "dpo": ()}
 
 
 def read_resume_state(path, stage: str, world_size: int, hint: str = "") -> dict:
@@ -112,7 +114,8 @@ def read_resume_state(path, stage: str, world_size: int, hint: str = "") -> dict
             need("pos", lambda v: type(v) is int and 0 <= v <= len(state["order"]), "a position in the order")
             need("val_loss0", lambda v: type(v) in (int, float), "a number")
     if stage == "ppo":
-        need("value_model", lambda v: isinstance(v, dict), "a state dict")
+        if "value_model" in state:  # PPO with a value model (--estimator=gae); read_ppo_inputs checks which
+            need("value_model", lambda v: isinstance(v, dict), "a state dict")
         need("kl_ctl", lambda v: isinstance(v, dict) and type(v.get("value")) in (int, float), "a KL controller state")
     if len(state["rng"]) != world_size:
         raise DataError(f"{path}: saved by {len(state['rng'])} process(es) but this run has {world_size}: exact "

@@ -10,10 +10,12 @@ import signal
 import pytest
 import torch
 
+import train_dpo
 import train_ppo
 import train_rm
 import train_sft
 from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.data import DataError
 from minigpt_rlhf.resume import resume_path
 
 pytestmark = pytest.mark.slow  # each stage stopped and resumed, end to end
@@ -166,3 +168,36 @@ def test_resuming_with_other_settings_warns_and_names_them(straight, tmp_path, c
     out = capsys.readouterr().out
     assert "warning: resuming with settings that differ" in out and "lr: 0.0003 -> 0.001" in out
     assert "stop_at" not in out.split("warning:")[1].splitlines()[0]  # run-control flags may change freely
+
+
+def test_a_critic_free_ppo_run_resumes_exactly(straight, tmp_path):
+    """Its resume state has no value model (none was built), and resuming gives the straight run's log and weights."""
+    for out in (tmp_path / "a", tmp_path / "b"):
+        copy_stage(straight, out, "base", "sft", "rm")
+    run(train_ppo, tmp_path / "a", "--iterations=4", "--estimator=rloo", "--report=False")
+    assert run(train_ppo, tmp_path / "b", "--iterations=4", "--estimator=rloo", "--stop_at=2")["iterations_done"] == 2
+    state = torch.load(resume_path(tmp_path / "b", "ppo"), weights_only=True)
+    assert state["step"] == 2 and "value_model" not in state and "kl_ctl" in state
+    run(train_ppo, tmp_path / "b", "--iterations=4", "--estimator=rloo", "--resume=True", "--report=False")
+    assert log_rows(tmp_path / "b" / "ppo" / "log.jsonl") == log_rows(tmp_path / "a" / "ppo" / "log.jsonl")
+    assert_same_weights(tmp_path / "b" / "ppo" / "model.pt", tmp_path / "a" / "ppo" / "model.pt")
+    # a critic-free state cannot resume PPO with a value model: a clear error before any work
+    run(train_ppo, tmp_path / "b", "--iterations=4", "--estimator=rloo", "--stop_at=2")
+    with pytest.raises(DataError, match="holds no value model"):
+        run(train_ppo, tmp_path / "b", "--iterations=4", "--resume=True")
+
+
+def test_dpo_resumes_exactly(straight, tmp_path):
+    for out in (tmp_path / "a", tmp_path / "b"):
+        copy_stage(straight, out, "sft", "rm")
+    run(train_dpo, tmp_path / "a", "--report=False", "--prompts_per_batch=2", "--epochs=2")
+    assert run(train_dpo, tmp_path / "b", "--report=False", "--prompts_per_batch=2", "--epochs=2",
+               "--stop_at=3")["steps_done"] == 3
+    assert torch.load(resume_path(tmp_path / "b", "dpo"), weights_only=True)["step"] == 3
+    run(train_dpo, tmp_path / "b", "--report=False", "--prompts_per_batch=2", "--epochs=2", "--resume=True")
+    drop = {"elapsed_s"}
+    rows = [[{k: v for k, v in r.items() if k not in drop} for r in log_rows(out / "dpo" / "log.jsonl")]
+            for out in (tmp_path / "a", tmp_path / "b")]
+    assert len(rows[0]) > 3 and rows[1] == rows[0]
+    assert_same_weights(tmp_path / "b" / "dpo" / "model.pt", tmp_path / "a" / "dpo" / "model.pt")
+    assert not (tmp_path / "b" / "dpo" / "resume.pt").exists()  # a finished run has nothing left to resume
