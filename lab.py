@@ -141,14 +141,14 @@ def run(cmd: list[str], log_path: str) -> float | None:
 
 
 def ensure_upstream(config: Config):
-    """out/sft/model.pt and out/rm/model.pt (with its comparisons), built by their scripts if missing."""
-    for script, path in (("train_sft.py", "sft/model.pt"), ("train_rm.py", "rm/model.pt")):
-        if not os.path.exists(os.path.join(config.out_dir, path)):
-            print0(f"{config.out_dir}/{path} not found: running {script} (preset {config.upstream_preset})")
-            os.makedirs(os.path.join(config.out_dir, "lab"), exist_ok=True)
-            run([sys.executable, script, f"--out_dir={config.out_dir}", f"--data_dir={config.data_dir}",
-                 f"--preset={config.upstream_preset}", f"--tokenizer={config.tokenizer}", f"--device={config.device}",
-                 f"--seed={config.seed}"], os.path.join(config.out_dir, "lab", f"{script[:-3]}.log"))
+    """out/sft/model.pt and out/rm/model.pt (with its comparisons), built as train_ppo.py builds them if missing:
+    train_sft.main and train_rm.main with --upstream_preset."""
+    import train_ppo
+    upstream = train_ppo.ensure_upstream(train_ppo.Config(
+        out_dir=config.out_dir, data_dir=config.data_dir, judge=config.judge, tokenizer=config.tokenizer,
+        device=config.device, seed=config.seed, upstream_preset=config.upstream_preset))
+    if upstream is None:
+        raise SystemExit("stopped before the laboratory started: run the same command again")
 
 
 def run_dir(config: Config, method: str, files: list[str]) -> str:

@@ -19,7 +19,6 @@ world's hidden labeler: never trained on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -31,22 +30,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from break_it import ppo_run  # noqa: E402
+
 import train_ppo  # noqa: E402
 from minigpt_rlhf import rollout  # noqa: E402
-from minigpt_rlhf.config import parse_config  # noqa: E402
 from minigpt_rlhf.model import swap_unembedding  # noqa: E402
 
 VARIANTS = ("as_is", "no_kl", "value_from_sft", "no_whitening")
 
 
 def run(variant: str, out: str, work: str, iterations: int) -> list[dict]:
-    shutil.rmtree(work, ignore_errors=True)
-    for stage in ("sft", "rm"):
-        os.makedirs(os.path.join(work, stage))
-        shutil.copy2(os.path.join(out, stage, "model.pt"), os.path.join(work, stage, "model.pt"))
-    args = [f"--out_dir={work}", "--rounds=1", f"--iterations={iterations}", "--report=False", "--few_shot=0",
-            "--control_temperatures=", "--sample_every=0"] + (["--kl_coef=0"] if variant == "no_kl" else [])
-    cfg = parse_config(train_ppo.Config, args, train_ppo.PRESETS)
+    """One variant's run (break_it.ppo_run: plain RLHF from out/sft and out/rm in `work`); the log's rows."""
     original_load, original_whiten = train_ppo.load_model, rollout.ppo.masked_whiten
     sft_ckpt_path = os.path.join(work, "sft", "model.pt")
     if variant == "value_from_sft":
@@ -61,10 +55,9 @@ def run(variant: str, out: str, work: str, iterations: int) -> list[dict]:
     if variant == "no_whitening":
         rollout.ppo.masked_whiten = lambda x, mask, **kw: x.masked_fill(mask == 0, 0)
     try:
-        train_ppo.main(cfg)
+        return ppo_run(out, work, iterations, *(["--kl_coef=0"] if variant == "no_kl" else []))
     finally:
         train_ppo.load_model, rollout.ppo.masked_whiten = original_load, original_whiten
-    return [json.loads(line) for line in open(os.path.join(work, "ppo", "log.jsonl")) if "first_ratio_mean" in line]
 
 
 def main():

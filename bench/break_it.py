@@ -1,7 +1,7 @@
 """What a run shows with each "break it" exercise applied (docs/exercises.md): the figures of that page.
 
-    python bench/exercises.py                      # every exercise, on the checkpoints in out/ (sft/, rm/)
-    python bench/exercises.py --only=late_score,unclipped_ratio --iterations=8
+    python bench/break_it.py                       # every exercise, on the checkpoints in out/ (sft/, rm/)
+    python bench/break_it.py --only=late_score,unclipped_ratio --iterations=8
 
 Each PPO exercise runs `train_ppo.py` for a few iterations of plain RLHF (one RM) from out/sft and out/rm, once
 as the code is and once with the one line broken (tests/exercises.py applies it in this process), and prints the
@@ -37,15 +37,16 @@ from minigpt_rlhf.config import parse_config  # noqa: E402
 PPO_KEYS = ("first_ratio_mean", "first_approx_kl", "clipfrac", "kl", "rm_score", "gold_score")
 
 
-def ppo_run(out: str, work: str, iterations: int) -> list[dict]:
-    """A few PPO iterations from out/sft and out/rm in a scratch output folder; the log's rows."""
+def ppo_run(out: str, work: str, iterations: int, *options: str) -> list[dict]:
+    """Plain RLHF (one RM, no report) for a few iterations from out/sft and out/rm, in a scratch output folder
+    `work`, with train_ppo.py's `options` added; the log's iteration rows. bench/why.py runs its variants so too."""
     shutil.rmtree(work, ignore_errors=True)
     for stage in ("sft", "rm"):
         os.makedirs(os.path.join(work, stage))
         shutil.copy2(os.path.join(out, stage, "model.pt"), os.path.join(work, stage, "model.pt"))
     cfg = parse_config(train_ppo.Config, [f"--out_dir={work}", "--rounds=1", f"--iterations={iterations}",
                                           "--report=False", "--few_shot=0", "--control_temperatures=",
-                                          "--sample_every=0"], train_ppo.PRESETS)
+                                          "--sample_every=0", *options], train_ppo.PRESETS)
     train_ppo.main(cfg)
     return [json.loads(line) for line in open(os.path.join(work, "ppo", "log.jsonl")) if "first_ratio_mean" in line]
 
