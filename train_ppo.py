@@ -69,10 +69,11 @@ from minigpt_rlhf.common import (
     set_lr,
     write_json,
 )
+from minigpt_rlhf.comparisons import write_comparisons
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import DataError, few_shot_prompt
 from minigpt_rlhf.evaluate import best_temperature, compare_models, demonstration_scores, format_comparison
-from minigpt_rlhf.inputs import read_ppo_inputs, read_resume
+from minigpt_rlhf.inputs import read_ppo_inputs, read_resume, read_round_inputs
 from minigpt_rlhf.iterated import IteratedRLHF
 from minigpt_rlhf.losses import lm_loss
 from minigpt_rlhf.model import configure_optimizer
@@ -134,6 +135,7 @@ class Config:
     round_prompts: int = 300  # RM training prompts sampled from the policy and ranked in each later round
     round_rm_epochs: int = 1  # passes over all comparisons so far when the RM goes on training
     round_rm_lr: float = 1e-4  # the RM's constant learning rate in later rounds
+    labeler: str = "auto"  # ranks the policy's samples in later rounds: auto (the RM's) | none | module:function
     # logging and evaluation
     sample_every: int = 10  # print sample responses every this many iterations
     snapshots: str = ""  # e.g. "20,40": also save the policy after these iterations, as out/ppo/model_<it>.pt
@@ -159,8 +161,10 @@ class Config:
 PRESETS = {
     "laptop": {},
     "gpu": dict(iterations=200, rollout_batch_size=512, minibatch_size=64, max_new_tokens=64, upstream_preset="gpu"),
-    "tiny": dict(iterations=2, rounds=1, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=12,
-                 max_eval_prompts=8, control_prompts=8, ptx_coef=1.0, ptx_batch_size=2, upstream_preset="tiny"),
+    # tiny keeps the default's structure (rounds, the critic) at toy sizes
+    "tiny": dict(iterations=2, rounds=2, round_prompts=6, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2,
+                 max_new_tokens=12, max_eval_prompts=8, control_prompts=8, ptx_coef=1.0, ptx_batch_size=2,
+                 upstream_preset="tiny"),
 }
 
 
@@ -328,17 +332,27 @@ def show_progress(bar, metrics: dict, it: int, batch, texts, gold, config: Confi
 
 
 def training_state(value_model, kl_ctl, rounds, rm) -> dict:
-    """What PPO saves besides the policy: the value model (if there is one), the KL controller, and the RLHF
-    rounds' RM and comparisons (with --rounds > 1)."""
+    """What PPO's resume state holds besides the policy and optimizer: the value model (if there is one), the KL
+    controller, and the RLHF rounds' RM, comparisons and first-round policy (with --rounds > 1)."""
     critic = {} if value_model is None else {"value_model": value_model.state_dict()}
     return dict(**critic, kl_ctl=kl_ctl.state_dict(), **rounds.state(rm))
 
 
-def save_policy(config: Config, rt, policy, tok, step: int, **extra):
-    """out/ppo/model.pt: the policy, for sampling, with the stage's extra state (value model, KL controller)."""
+def save_policy(config: Config, rt, policy, value_model, tok, step: int):
+    """out/ppo/model.pt: the policy, for sampling, and the value model (if there is one); the same whether the run
+    ended or stopped."""
     if rt.master:
+        critic = {} if value_model is None else {"value_model": value_model.state_dict()}
         save_checkpoint(os.path.join(config.out_dir, "ppo", "model.pt"), policy, tok, config, stage="ppo", step=step,
-                        **extra)
+                        **critic)
+
+
+def save_rounds(config: Config, rt, rounds, rm, tok, step: int):
+    """With --rounds > 1: out/ppo/rm.pt, the reward model as the last round left it (an RM checkpoint, e.g. for
+    sample.py --rm), and out/ppo/round_comparisons.jsonl, the comparisons the later rounds collected."""
+    if rt.master and rounds.n_rounds > 1:
+        save_checkpoint(os.path.join(config.out_dir, "ppo", "rm.pt"), rm, tok, config, stage="rm", step=step)
+        write_comparisons(os.path.join(config.out_dir, "ppo", "round_comparisons.jsonl"), rounds.new)
 
 
 def sharpening_control(config: Config, tok, rt, ref, rm, control_rows, grid, judge) -> dict:
@@ -423,7 +437,9 @@ def main(config: Config) -> dict:
     # the update's forwards may be compiled; rollouts sample with the plain policy (its KV cache)
     train_policy = maybe_compile(policy, config.compile, rt)
     train_value = maybe_compile(value_model, config.compile, rt) if critic else None
-    rounds = IteratedRLHF(config, rm_ckpt, tok, rt)
+    if inputs.rounds > 1 and inputs.round_inputs is None:  # the RM was made just now: its record is read now
+        inputs.round_inputs = read_round_inputs(config, rm_ckpt, rm_path, inputs.round_labeler, tok)
+    rounds = IteratedRLHF(config, inputs.rounds, inputs.round_inputs, tok, rt, inputs.judge)
     kl_ctl = ppo.kl_controller(config.kl_coef, config.kl_target, config.kl_horizon)
     prompts, corpus, judge = inputs.prompts, inputs.corpus, inputs.judge
     base = base_model(config, sft_ckpt, inputs.base_demos, tok, rt)
@@ -448,8 +464,11 @@ def main(config: Config) -> dict:
         for it in bar:
             t_it = time.time()
             if rounds.starts_at(it):
-                rm, round_stats = rounds.step(rm, policy, it, rng)
+                rm, round_stats = rounds.run_round(rm, policy, it)
                 log.log(iteration=it, **round_stats)
+                if round_stats["round"] == 2 and rt.master:  # the policy as round 1 left it (the report's PPO_R1)
+                    save_checkpoint(os.path.join(config.out_dir, "ppo", "model_round1.pt"), policy, tok, config,
+                                    stage="ppo", step=it)
             set_lr(optimizer, ppo.annealed_lr(config.lr, it, config.iterations) if config.anneal_lr else config.lr)
             # k consecutive copies of each prompt (k = 1 with the value model)
             batch = [prompts[i] for i in rng.choice(len(prompts), local_batch // k, replace=False) for _ in range(k)]
@@ -475,11 +494,11 @@ def main(config: Config) -> dict:
                                 stage="ppo", step=it + 1)
             if stopper.after_step(it + 1, config.iterations, policy, optimizer, scaler, rng, gen,
                                   **training_state(value_model, kl_ctl, rounds, rm)):
-                save_policy(config, rt, policy, tok, it + 1,
-                            **({"value_model": value_model.state_dict()} if critic else {}))
+                save_policy(config, rt, policy, value_model, tok, it + 1)
                 print0(f"stopped after iteration {it + 1}: policy saved; resume with --resume=True")
                 return {"interrupted": True, "iterations_done": it + 1}
-    save_policy(config, rt, policy, tok, config.iterations, **training_state(value_model, kl_ctl, rounds, rm))
+    save_policy(config, rt, policy, value_model, tok, config.iterations)
+    save_rounds(config, rt, rounds, rm, tok, config.iterations)
     remove_resume(config.out_dir, "ppo", rt)
     train_time = time.time() - t0
     write_overoptimization(config, rt)

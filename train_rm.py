@@ -51,9 +51,11 @@ from minigpt_rlhf.common import (
     write_json,
 )
 from minigpt_rlhf.comparisons import (
+    CollectSettings,
     check_comparisons_fit,
     collect_comparisons,
     comparisons_path,
+    held_out_rows,
     labeler_path,
     train_and_held_out,
     write_comparisons,
@@ -61,11 +63,13 @@ from minigpt_rlhf.comparisons import (
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.evaluate import format_rm_report, rm_report
 from minigpt_rlhf.inputs import read_rm_inputs
+from minigpt_rlhf.iterated import round_record
 from minigpt_rlhf.judge import resolve_judge, resolve_labeler
 from minigpt_rlhf.model import configure_optimizer, swap_unembedding
 from minigpt_rlhf.resume import Stopper, remove_resume, restore_training, resume_path
 from minigpt_rlhf.reward import (
     encode_responses,
+    gain_samples,
     heldout_loss,
     normalization_demos,
     normalize,
@@ -145,6 +149,14 @@ def load_comparisons(config: Config, inputs, sft, tok, rt, rng) -> tuple[list[di
     return *train_and_held_out(comparisons, inputs.val_comparisons, config), temperature
 
 
+def rounds_record(config: Config, n_comparisons: int, temperature: float | None, demos: list[dict]) -> dict:
+    """What later RLHF rounds of train_ppo.py need to go on training this RM as it was trained (iterated.py)."""
+    held_out = None if config.val_comparisons else held_out_rows(n_comparisons, config.val_fraction, config.seed)
+    return round_record(comparisons_path(config), n_comparisons, held_out, config.val_comparisons,
+                        "" if config.comparisons else config.labeler, temperature, demos, config.normalize_gain,
+                        CollectSettings.of(config), config.weight_decay, config.prompts_per_batch, config.grad_clip)
+
+
 def resume_rm(config: Config, state: dict, rt, rm, optimizer, scaler) -> tuple[int, dict | None]:
     """Load out/rm/resume.pt (read by read_rm_inputs) into the RM, optimizer and random streams; returns the step
     to continue from and the early-stopping state (the best epoch so far)."""
@@ -205,6 +217,7 @@ def main(config: Config) -> dict:
     sft = model_from_checkpoint(inputs.sft_ckpt, tok, where=inputs.sft_path, dropout=0.0).to(rt.device).eval()
     rng = np.random.default_rng(config.seed)
     train, val, temperature = load_comparisons(config, inputs, sft, tok, rt, rng)
+    n_comparisons = len(train) + (0 if config.val_comparisons else len(val))  # the rows of the comparisons file
     t_collect = time.time() - t0
     judge = resolve_judge(config.judge, [c["prompt"] for c in train + val])
 
@@ -246,12 +259,14 @@ def main(config: Config) -> dict:
         print0(f"early stopping: keeping the weights after epoch {best['epoch']} of {config.epochs}")
     rm.eval()
 
-    # normalisation: demonstrations get mean reward 0; SFT samples unit std
+    # normalisation: demonstrations get mean reward 0; SFT samples (a seeded random share) unit std
     demos = normalization_demos(inputs.demos, config.n_norm_demos, config.seed)
-    gain, shift, raw_std = normalize(rm, tok, demos, train[:200] if config.normalize_gain else None, rt)
+    gain, shift, raw_std = normalize(rm, tok, demos, gain_samples(train, config.seed) if config.normalize_gain
+                                     else None, rt)
     if rt.master:
         save_checkpoint(os.path.join(config.out_dir, "rm", "model.pt"), rm, tok, config, stage="rm",
-                        step=len(batches), reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std)
+                        step=len(batches), reward_gain=gain, reward_shift=shift, reward_raw_std=raw_std,
+                        rounds=rounds_record(config, n_comparisons, temperature, demos))
     remove_resume(config.out_dir, "rm", rt)
     return report(config, rm, tok, rt, train, val, judge, temperature, t0, reward_gain=gain, reward_shift=shift,
                   reward_raw_std=raw_std, collection_time_s=t_collect)

@@ -264,3 +264,46 @@ def all_reduce_grads(params, runtime: Runtime):
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad.div_(runtime.world_size)
+
+
+def digest(obj) -> str:
+    """A SHA-256 of JSON-able data and tensors (a state_dict's values, bit for bit): what check_ranks_agree
+    compares."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(repr(k).encode())
+                feed(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    feed(obj)
+    return h.hexdigest()
+
+
+def check_ranks_agree(obj, what: str, runtime: Runtime):
+    """Stop with a clear error if `obj` (data or tensors) differs between ranks, where every rank must hold the
+    same: e.g. an RLHF round's comparisons and the RM trained on them. Ranks that disagree would otherwise pair
+    the wrong responses, or take different numbers of steps and wait forever in an all-reduce. A no-op in one
+    process."""
+    if not runtime.ddp:
+        return
+    digests = [None] * runtime.world_size
+    dist.all_gather_object(digests, digest(obj))
+    if len(set(digests)) > 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise RuntimeError(f"{what} differ between ranks (rank 0 and rank(s) {differ}): everything they hold must "
+                           "be drawn from a generator that is the same on every rank")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,36 @@ def read_labeler_temperature(path: str | Path) -> float:
     return t
 
 
+@dataclass(frozen=True)
+class CollectSettings:
+    """How comparisons are collected (train_rm.py's options of the same names): K uniform in k_min..k_max
+    samples per prompt at sample_temperature, up to max_new_tokens each; distinct_tries extra sampling rounds
+    replace repeats; the labeler's noise is calibrated to target_agreement; seed seeds the sampling. train_rm.py
+    records them in the RM checkpoint, so that later RLHF rounds collect the same way (iterated.py)."""
+    k_min: int
+    k_max: int
+    max_new_tokens: int
+    sample_temperature: float
+    distinct_tries: int
+    target_agreement: float
+    seed: int
+
+    @classmethod
+    def of(cls, config) -> CollectSettings:
+        """The settings of a config that has these fields (train_rm.py's)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    def asdict(self) -> dict:
+        return asdict(self)
+
+
 def collect_comparisons(model, tok, rows, config, rt, rng, labeler, temperature=None) -> tuple[list[dict], float]:
     """Sample K responses per prompt from `model` (the SFT model or, in a later RLHF round, the current policy)
     and have the simulated labeler rank them: the `labeler`'s scores (judge.Scorer) with Plackett-Luce noise,
     calibrated on these groups or fixed to a given `temperature` (the same labelers in every round). `config`
-    has train_rm.py's k_min, k_max, max_new_tokens, sample_temperature, distinct_tries, target_agreement, seed.
+    is a CollectSettings (or has its fields: train_rm.py's Config). `rng` draws each prompt's K and the
+    labeler's noise: under torchrun it must be the same generator on every process, so that every rank ranks
+    the same samples the same way (the samples themselves are sharded and gathered by sample_responses).
 
     A labeler ranks K *different* outputs: an empty response, or a repeat of one already in the group (a pair
     of identical texts has no right order, and no RM can separate them), is dropped and, for up to
@@ -136,7 +162,7 @@ def collect_comparisons(model, tok, rows, config, rt, rng, labeler, temperature=
     groups = [(row, group, [labeler.score(row["prompt"], s["response"], s["ended"]) for s in group])
               for row, group in zip(rows, distinct) if len(group) >= 2]
     if not groups:
-        raise SystemExit("the SFT model produced fewer than 2 non-empty responses for every RM prompt; "
+        raise DataError("the model produced fewer than 2 non-empty responses for every RM prompt; "
                          "train SFT longer or raise max_new_tokens")
     # the labeler's noise is set so that two independent labelers agree on target_agreement of the pairs
     if temperature is None:
@@ -154,11 +180,21 @@ def collect_comparisons(model, tok, rows, config, rt, rng, labeler, temperature=
     return comparisons, temperature
 
 
+def held_out_rows(n: int, val_fraction: float, seed: int) -> list[int]:
+    """The rows of n comparisons that are held out: a seeded random share, the same however they were collected."""
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    return sorted(int(i) for i in perm[: max(1, int(n * val_fraction))])
+
+
+def split_rows(comparisons: list[dict], held_out: list[int]) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) by the held-out rows' indices."""
+    held = set(held_out)
+    return [c for i, c in enumerate(comparisons) if i not in held], [comparisons[i] for i in held_out]
+
+
 def split_comparisons(comparisons: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, held-out): a seeded random share of the prompts is held out, the same however they were collected."""
-    perm = np.random.default_rng([seed, 1]).permutation(len(comparisons))
-    n_val = max(1, int(len(comparisons) * val_fraction))
-    return [comparisons[i] for i in perm[n_val:]], [comparisons[i] for i in perm[:n_val]]
+    return split_rows(comparisons, held_out_rows(len(comparisons), val_fraction, seed))
 
 
 def comparisons_path(config) -> str:
@@ -195,7 +231,7 @@ def train_and_held_out(comparisons: list[dict], val_comparisons: list[dict] | No
         return split_comparisons(comparisons, config.val_fraction, config.seed)
     shared = {c["prompt"] for c in comparisons} & {c["prompt"] for c in val_comparisons}
     if shared:
-        raise SystemExit(f"--val_comparisons={config.val_comparisons}: {len(shared)} of its prompts are also in "
+        raise DataError(f"--val_comparisons={config.val_comparisons}: {len(shared)} of its prompts are also in "
                          f"the training comparisons (e.g. {sorted(shared)[0]!r}); a held-out set must not be "
                          "trained on")
     return comparisons, val_comparisons

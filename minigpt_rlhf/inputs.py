@@ -18,7 +18,13 @@ from pathlib import Path
 
 from .checkpoint import check_checkpoint, load_checkpoint
 from .common import print0
-from .comparisons import check_comparisons_fit, read_comparisons, read_saved_comparisons
+from .comparisons import (
+    CollectSettings,
+    check_comparisons_fit,
+    read_comparisons,
+    read_saved_comparisons,
+    split_rows,
+)
 from .data import (
     DataError,
     SFTData,
@@ -33,7 +39,8 @@ from .data import (
     read_text,
     spread_subset,
 )
-from .judge import Scorer, resolve_judge
+from .iterated import RECORD_VERSION, RoundInputs
+from .judge import Scorer, is_world_prompt, load_scorer, resolve_judge, world_scorer
 from .resume import read_resume_state, resume_path, warn_config_changes
 from .reward import encode_responses, normalization_demos
 from .tokenizer import Tokenizer, get_tokenizer
@@ -267,6 +274,95 @@ def read_rm_inputs(config) -> RMInputs:
     return RMInputs(tok, sft_path, sft_ckpt, comparisons, val_comparisons, temperature, rows, demos, state)
 
 
+ROUNDS_HINT = "Run train_rm.py again (its checkpoint records what later rounds need), or pass --rounds=1"
+
+
+def rounds_record(rm_ckpt: dict, rm_path: str) -> dict:
+    """The RM checkpoint's record of how it was trained (iterated.round_record), checked key by key."""
+    record = rm_ckpt.get("rounds")
+    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
+        raise DataError(f"{rm_path}: key 'rounds' {'missing' if record is None else 'of another version'}: it "
+                        "says where the RM's comparisons are and how they were collected, which later RLHF rounds "
+                        f"(--rounds > 1) need. {ROUNDS_HINT}")
+    kinds = {"comparisons": str, "n_comparisons": int, "held_out_rows": (list, type(None)), "val_comparisons": str,
+             "labeler": str, "labeler_temperature": (float, int, type(None)), "normalization_demos": list,
+             "normalize_gain": bool, "collect": dict, "optimizer": dict}
+    for key, kind in kinds.items():
+        if not isinstance(record.get(key), kind):
+            raise DataError(f"{rm_path}: key 'rounds.{key}' missing or of the wrong type. {ROUNDS_HINT}")
+    return record
+
+
+def round_labeler(config, record: dict | None) -> Scorer | None:
+    """The labeler that ranks the policy's samples in later rounds: --labeler, else (auto) the one that ranked the
+    RM's comparisons, else the world's gold labeler if all their prompts are world prompts; None if there is
+    none (then the run does one round, and says so). record None: the RM is still to be made by train_rm.py,
+    which collects its comparisons with its own --labeler=auto, the world's gold labeler."""
+    if config.labeler == "none":
+        return None
+    if config.labeler != "auto":
+        labeler = load_scorer(config.labeler, "labeler")
+        print0(f"labeler: {config.labeler} ranks the policy's samples in rounds 2..{config.rounds}")
+        return labeler
+    spec = "auto" if record is None else record["labeler"]
+    if not spec and all(is_world_prompt(c["prompt"]) for c in read_comparisons(record["comparisons"])):
+        spec = "auto"  # the world's comparisons, brought as a file
+    if not spec:
+        return None
+    labeler = world_scorer() if spec == "auto" else load_scorer(spec, "labeler")
+    name = "the world's gold labeler" if spec == "auto" else spec
+    print0(f"labeler: {name} (the RM's) ranks the policy's samples in rounds 2..{config.rounds}")
+    return labeler
+
+
+def one_round_note(config, record: dict) -> str:
+    """What a run with --rounds > 1 and no labeler says before any work."""
+    why = ("--labeler=none" if config.labeler == "none" else
+           f"the RM's comparisons came from {record['comparisons']}, and their prompts are not world prompts")
+    return (f"--rounds={config.rounds}: later rounds rank the policy's own samples, and there is no labeler to rank "
+            f"them ({why}). This run does one round: {config.iterations} iterations against the RM as trained. "
+            f"Pass --labeler=module:function (e.g. --labeler=my_judge.py:score) for {config.rounds} rounds, or "
+            "--rounds=1 to ask for one")
+
+
+def read_round_inputs(config, rm_ckpt: dict, rm_path: str, labeler: Scorer, tok) -> RoundInputs:
+    """The later rounds' inputs, from the RM checkpoint's record: its comparisons (the file it trained on, which
+    must still have the rows it had) split into training and held-out rows as the RM split them, the labeler
+    temperature (kept only for the labeler that ranked them), the normalisation's demonstrations and settings."""
+    record = rounds_record(rm_ckpt, rm_path)
+    for key in ("comparisons", "val_comparisons"):
+        if record[key] and not os.path.exists(record[key]):
+            raise DataError(f"{record[key]}: not found; the RM {rm_path} was trained on it, and --rounds="
+                            f"{config.rounds} goes on training the RM on those comparisons. Put it back, run "
+                            "train_rm.py again, or pass --rounds=1")
+    comparisons = read_comparisons(record["comparisons"])
+    if len(comparisons) != record["n_comparisons"]:
+        raise DataError(f"{record['comparisons']}: {len(comparisons)} comparisons, but the RM {rm_path} was trained "
+                        f"on {record['n_comparisons']} read from it: the file changed since. {ROUNDS_HINT}")
+    held = record["held_out_rows"]
+    if held is None:
+        train, val = comparisons, read_comparisons(record["val_comparisons"])
+    else:
+        if any(type(i) is not int or not 0 <= i < len(comparisons) for i in held):
+            raise DataError(f"{rm_path}: key 'rounds.held_out_rows' does not index the {len(comparisons)} rows of "
+                            f"{record['comparisons']}. {ROUNDS_HINT}")
+        train, val = split_rows(comparisons, held)
+    block_size = check_checkpoint(rm_ckpt, tok, rm_path, "scalar").block_size
+    for part in (train, val):
+        check_comparisons_fit(tok, part, block_size)
+    same_labeler = bool(record["labeler"]) and config.labeler in ("auto", record["labeler"])
+    try:
+        collect = CollectSettings(**record["collect"])
+        opt = record["optimizer"]
+        weight_decay, prompts_per_batch, grad_clip = opt["weight_decay"], opt["prompts_per_batch"], opt["grad_clip"]
+    except (TypeError, KeyError) as e:
+        raise DataError(f"{rm_path}: key 'rounds.collect' or 'rounds.optimizer' does not hold the settings of this "
+                        f"version ({e}). {ROUNDS_HINT}") from None
+    return RoundInputs(train, val, labeler, record["labeler_temperature"] if same_labeler else None,
+                       record["normalization_demos"], record["normalize_gain"], collect, weight_decay,
+                       prompts_per_batch, grad_clip)
+
+
 @dataclass
 class PPOInputs:
     """What train_ppo.py reads. prompts: the PPO prompts, encoded ({"prompt", "ids"}; longer ones skipped);
@@ -276,7 +372,10 @@ class PPOInputs:
     demos: the SFT demonstrations, sft_train.jsonl (None without the file); base_demos: those of the base
     model's few-shot prompt (None with --few_shot=0 or without demonstrations); sft_ckpt / rm_ckpt: the
     checkpoints, if they exist (None: their stage is run first); state: PPO's resume state (None unless there
-    is one to resume); snapshots: the iterations after which the policy is also saved."""
+    is one to resume); snapshots: the iterations after which the policy is also saved; rounds: the RLHF rounds
+    this run does (--rounds, or 1 if there is no labeler for later rounds); round_labeler: the labeler of the
+    later rounds; round_inputs: what they read (None until the RM exists: train_ppo.py then reads it after
+    train_rm.py has run)."""
     tok: Tokenizer
     prompts: list[dict]
     eval_rows: list[dict]
@@ -291,6 +390,9 @@ class PPOInputs:
     rm_ckpt: dict | None
     state: dict | None
     snapshots: set[int] = dataclasses.field(default_factory=set)
+    rounds: int = 1
+    round_labeler: Scorer | None = None
+    round_inputs: RoundInputs | None = None
 
 
 def read_ppo_inputs(config) -> PPOInputs:
@@ -352,13 +454,22 @@ def read_ppo_inputs(config) -> PPOInputs:
         if rm_config is not None and "value_model" in state:
             check_checkpoint({"model": state["value_model"], "model_config": rm_ckpt["model_config"]},
                              where=f"{path} (key 'value_model')")
+    rounds, labeler, round_inputs = config.rounds, None, None
+    if config.rounds > 1:
+        record = rounds_record(rm_ckpt, rm_path) if rm_ckpt is not None else None
+        labeler = round_labeler(config, record)
+        if labeler is None:
+            print0(one_round_note(config, record))
+            rounds = 1
+        elif rm_ckpt is not None:
+            round_inputs = read_round_inputs(config, rm_ckpt, rm_path, labeler, tok)
     check_output_dir(config.out_dir, ["ppo"])
     eval_rows = spread_subset(eval_rows, config.max_eval_prompts)
     held_out = {r["prompt"] for r in eval_rows}
     control_rows = spread_subset([r for r in prompts if r["prompt"] not in held_out], config.control_prompts)
     judge = resolve_judge(config.judge, [r["prompt"] for r in ppo_rows + eval_rows])
     return PPOInputs(tok, prompts, eval_rows, control_rows, control_temperatures, corpus, corpus_val, judge,
-                     demos, base_demos, sft_ckpt, rm_ckpt, state, snapshots)
+                     demos, base_demos, sft_ckpt, rm_ckpt, state, snapshots, rounds, labeler, round_inputs)
 
 
 @dataclass

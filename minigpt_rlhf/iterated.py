@@ -4,58 +4,97 @@ each round after the first, the current policy samples K responses for `round_pr
 prompts, the same simulated labelers rank them (the labeler temperature of the first round), and the RM goes
 on training on the old and new comparisons together. It sees exactly the responses PPO has learned to
 overrate. The RM's held-out prompts stay held out; its bias and gain are set again as train_rm.py sets them.
+
+What a round needs from step 2 (where the comparisons are, which rows were held out, the labeler and its
+temperature, how K responses were sampled, the demonstrations that set the mean 0, the optimizer's settings)
+train_rm.py records in the RM checkpoint under "rounds" (round_record); train_ppo.py reads it once, before any
+work (inputs.read_round_inputs), and passes it here as a RoundInputs. Nothing here reads train_rm.py's Config.
+
+Under torchrun every rank must hold the same comparisons and the same RM after a round: the round draws its
+prompts, each prompt's K, the labelers' noise and the RM's batch order from a generator seeded by (seed, round),
+the same on every rank (the samples themselves are sharded and gathered), and common.check_ranks_agree stops the
+run with a clear error, instead of a hang, if they ever differ.
 """
 
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .common import print0
-from .comparisons import collect_comparisons, comparisons_path, read_saved_comparisons, train_and_held_out
-from .data import DataError, data_file, read_sft
+from .common import check_ranks_agree, print0
+from .comparisons import CollectSettings, collect_comparisons
 from .evaluate import rm_report
-from .judge import resolve_judge, resolve_labeler
-from .reward import normalization_demos, normalize, rm_rewards, train_more
+from .judge import Scorer
+from .reward import gain_samples, normalize, rm_rewards, train_more
+
+RECORD_VERSION = 1
+
+
+def round_record(comparisons_file: str, n_comparisons: int, held_out: list[int] | None, val_comparisons: str,
+                 labeler: str, temperature: float | None, demos: list[dict], normalize_gain: bool,
+                 collect: CollectSettings, weight_decay: float, prompts_per_batch: int, grad_clip: float) -> dict:
+    """What train_rm.py saves in the RM checkpoint (key "rounds") for later RLHF rounds. comparisons_file: the
+    comparisons it trained on (n_comparisons rows); held_out: the rows it held out (None: val_comparisons, a
+    file, held them); labeler: the --labeler that ranked them, "" if they were brought as a file; temperature:
+    the labelers' calibrated temperature (None if unknown); demos: the demonstrations whose mean reward was set
+    to 0; normalize_gain: whether a unit-std gain was set too."""
+    return {"version": RECORD_VERSION, "comparisons": comparisons_file, "n_comparisons": n_comparisons,
+            "held_out_rows": held_out, "val_comparisons": val_comparisons, "labeler": labeler,
+            "labeler_temperature": temperature,
+            "normalization_demos": [{"prompt": d["prompt"], "response": d["response"]} for d in demos],
+            "normalize_gain": normalize_gain, "collect": collect.asdict(),
+            "optimizer": {"weight_decay": weight_decay, "prompts_per_batch": prompts_per_batch,
+                          "grad_clip": grad_clip}}
+
+
+@dataclass
+class RoundInputs:
+    """What the later rounds use, read once by inputs.read_round_inputs. train / val: the RM's training and
+    held-out comparisons; labeler: ranks the policy's samples; temperature: the labelers' noise (None: calibrated
+    on the first later round's groups, then kept); demos: those whose mean reward is set to 0; the RM's
+    optimizer settings (as train_rm.py's options of the same names)."""
+    train: list[dict]
+    val: list[dict]
+    labeler: Scorer
+    temperature: float | None
+    demos: list[dict]
+    normalize_gain: bool
+    collect: CollectSettings
+    weight_decay: float
+    prompts_per_batch: int
+    grad_clip: float
 
 
 class IteratedRLHF:
-    """The rounds of one PPO run. `config`: train_ppo.py's (iterations, rounds, round_prompts, round_rm_epochs,
-    round_rm_lr, judge); rm_ckpt: the RM checkpoint, whose saved config says where its comparisons, labelers and
-    demonstrations are and how it was trained."""
+    """The rounds of one PPO run. `config`: train_ppo.py's (iterations, round_prompts, round_rm_epochs,
+    round_rm_lr, seed); n_rounds: the rounds it does (--rounds, or 1 without a labeler); `inputs`: the RoundInputs
+    (None with one round); `judge`: for the RM's held-out accuracy against it only (None: none)."""
 
-    def __init__(self, config, rm_ckpt: dict, tok, rt):
-        self.config, self.tok, self.rt = config, tok, rt
-        self.rm_config = SimpleNamespace(**rm_ckpt["config"])
-        c = self.rm_config
-        self.per_round = -(-config.iterations // config.rounds)  # ceil
+    def __init__(self, config, n_rounds: int, inputs: RoundInputs | None, tok, rt, judge: Scorer | None = None):
+        self.config, self.n_rounds, self.inputs, self.tok, self.rt = config, n_rounds, inputs, tok, rt
+        self.per_round = -(-config.iterations // n_rounds)  # ceil
         self.first_round = None  # the policy's weights at the end of the first round
-        if config.rounds <= 1:
-            return
-        comparisons, val, self.temperature = read_saved_comparisons(SimpleNamespace(**{**vars(c), "relabel": False}))
-        if comparisons is None:
-            raise DataError(f"{comparisons_path(c)}: not found; --rounds={config.rounds} goes on training the RM on "
-                            "the comparisons it was trained on. Run train_rm.py again, or pass --rounds=1")
-        self.train, self.val = train_and_held_out(comparisons, val, c)
-        demos = read_sft(data_file(c, "sft_train", "sft_train.jsonl", "the reward's normalisation"))
-        self.demos = normalization_demos(demos, c.n_norm_demos, c.seed)
-        prompts = [x["prompt"] for x in self.train + self.val]
-        self.labeler = resolve_labeler(c.labeler, prompts)  # the same labelers as the first round's
-        self.judge = resolve_judge(config.judge, prompts)  # for the RM's held-out accuracy vs gold only
         self.new = []  # comparisons sampled from the policy in later rounds
+        if n_rounds > 1:
+            self.temperature = inputs.temperature
+            prompts = [c["prompt"] for c in inputs.val]
+            # the world's gold labeler knows only world prompts: gold accuracy only where it can score them
+            self.judge = judge if judge is None or judge.name != "world" or _all_world(prompts) else None
 
     def state(self, rm) -> dict:
-        """What resuming needs: the RM as the rounds so far left it, their comparisons, the labeler temperature."""
-        if self.config.rounds <= 1:
+        """What resuming needs: the RM as the rounds so far left it, their comparisons, the labeler temperature,
+        the policy at the end of the first round."""
+        if self.n_rounds <= 1:
             return {}
         return {"reward_model": rm.state_dict(), "round_comparisons": self.new,
                 "labeler_temperature": self.temperature,
                 **({"first_round_policy": self.first_round} if self.first_round is not None else {})}
 
     def load_state(self, rm, state: dict):
-        if self.config.rounds > 1 and "reward_model" in state:
+        if self.n_rounds > 1 and "reward_model" in state:
             rm.load_state_dict(state["reward_model"])
             self.new, self.temperature = state["round_comparisons"], state["labeler_temperature"]
             self.first_round = state.get("first_round_policy")
@@ -70,30 +109,42 @@ class IteratedRLHF:
         return first.eval().requires_grad_(False)
 
     def starts_at(self, it: int) -> bool:
-        return self.config.rounds > 1 and it > 0 and it % self.per_round == 0
+        return self.n_rounds > 1 and it > 0 and it % self.per_round == 0
 
-    def step(self, rm, policy, it: int, rng) -> tuple[torch.nn.Module, dict]:
+    def round_rng(self, r: int) -> np.random.Generator:
+        """The generator of round r (0-based): the same on every rank, and the same after a resume."""
+        return np.random.default_rng([self.config.seed, 3, r])
+
+    def run_round(self, rm, policy, it: int) -> tuple[torch.nn.Module, dict]:
         """Collect, label, train, normalise; returns the new frozen RM and what to log."""
-        r = it // self.per_round
+        inputs, rt, r = self.inputs, self.rt, it // self.per_round
+        rng = self.round_rng(r)
         if self.first_round is None:
             self.first_round = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-        cfg = copy.copy(self.rm_config)
-        cfg.seed = self.rm_config.seed + 1000 * r  # fresh sampling noise each round
-        idx = rng.choice(len(self.train), min(self.config.round_prompts, len(self.train)), replace=False)
-        rows = [{"prompt": self.train[i]["prompt"], "family": self.train[i].get("family", "")} for i in idx]
-        new, self.temperature = collect_comparisons(policy, self.tok, rows, cfg, self.rt, rng, self.labeler,
+        collect = CollectSettings(**{**inputs.collect.asdict(), "seed": inputs.collect.seed + 1000 * r})
+        idx = rng.choice(len(inputs.train), min(self.config.round_prompts, len(inputs.train)), replace=False)
+        rows = [{"prompt": inputs.train[i]["prompt"], "family": inputs.train[i].get("family", "")} for i in idx]
+        new, self.temperature = collect_comparisons(policy, self.tok, rows, collect, rt, rng, inputs.labeler,
                                                     temperature=self.temperature)
+        check_ranks_agree([new, self.temperature], f"round {r + 1}'s comparisons", rt)
         self.new += new
         rm = copy.deepcopy(rm).requires_grad_(True)
-        train_acc = train_more(rm, self.tok, self.train + self.new, self.config.round_rm_epochs,
-                               self.config.round_rm_lr, self.rm_config, self.rt, rng)
-        normalize(rm, self.tok, self.demos, new[:200] if self.rm_config.normalize_gain else None, self.rt)
-        held_out = rm_report(self.val, rm_rewards(rm, self.tok, self.val, self.rt), self.judge, self.temperature)
-        stats = {"round": r + 1, "rm_train_accuracy": train_acc, "n_comparisons": len(self.train) + len(self.new),
+        train_acc = train_more(rm, self.tok, inputs.train + self.new, self.config.round_rm_epochs,
+                               self.config.round_rm_lr, inputs, rt, rng)
+        normalize(rm, self.tok, inputs.demos, gain_samples(new, collect.seed) if inputs.normalize_gain else None, rt)
+        check_ranks_agree(rm.state_dict(), f"the reward model after round {r + 1}", rt)
+        held_out = rm_report(inputs.val, rm_rewards(rm, self.tok, inputs.val, rt), self.judge, self.temperature)
+        stats = {"round": r + 1, "rm_train_accuracy": train_acc, "n_comparisons": len(inputs.train) + len(self.new),
                  "rm_accuracy_vs_labels": held_out["accuracy_vs_labels"]}
         if "accuracy_vs_gold" in held_out:
             stats["rm_accuracy_vs_gold"] = held_out["accuracy_vs_gold"]
-        print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM held-out accuracy "
+        print0(f"round {r + 1}: {len(new)} new comparisons from the policy; RM validation accuracy "
                + ", ".join(f"{k[len('rm_accuracy_'):].replace('_', ' ')} {v:.3f}" for k, v in stats.items()
                            if k.startswith("rm_accuracy")))
         return rm.eval().requires_grad_(False), stats
+
+
+def _all_world(prompts) -> bool:
+    from .judge import is_world_prompt
+
+    return all(is_world_prompt(p) for p in prompts)

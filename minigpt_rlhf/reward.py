@@ -86,12 +86,22 @@ def score_comparisons(rm, encoded: list[list[list[int]]], pad_id: int, device) -
 # Normalisation
 
 
+def random_subset(items: list, n: int, seed) -> list:
+    """A seeded random sample of n items, in their order (all of them if n <= 0 or n >= len(items)). Not the first
+    n lines: a data file may be sorted (the world's is sorted by task family)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(np.random.default_rng(seed).permutation(len(items))[:n])]
+
+
 def normalization_demos(demos: list[dict], n: int, seed: int) -> list[dict]:
-    """A random sample of n demonstrations, to set the RM's mean-0 bias on. Not the first n lines: a data file
-    may be sorted (the world's is sorted by task family), and the bias must be the mean over all of them."""
-    if n <= 0 or n >= len(demos):
-        return list(demos)
-    return [demos[i] for i in sorted(np.random.default_rng(seed).permutation(len(demos))[:n])]
+    """A random sample of n demonstrations, to set the RM's mean-0 bias on: the mean over all task families."""
+    return random_subset(demos, n, seed)
+
+
+def gain_samples(comparisons: list[dict], seed: int, n: int = 200) -> list[dict]:
+    """A seeded random sample of n comparisons, whose responses set the RM's unit-std gain."""
+    return random_subset(comparisons, n, [seed, 4])
 
 
 @torch.no_grad()

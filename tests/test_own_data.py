@@ -13,6 +13,7 @@ import train_rm
 import train_sft
 from minigpt_rlhf import tokenizer as tokmod
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint
+from minigpt_rlhf.comparisons import split_comparisons
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.judge import is_world_prompt
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -125,8 +126,11 @@ def test_every_stage_writes_its_checkpoint_and_eval(user, variant):
     lo, hi = ppo["rm_win_rate_ci95"]
     assert 0.0 <= lo <= ppo["rm_win_rate_vs_sft"] <= hi <= 1.0
     log = [json.loads(line) for line in (out / "ppo" / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 2 and {"rm_score", "kl", "response_len", "eos_rate"} <= log[0].keys()
     judged = variant == "judged"
+    # the tiny preset keeps the default's later rounds: they need a labeler, which only the judged RM has
+    assert [row["round"] for row in log if "round" in row] == ([2] if judged else [])
+    log = [row for row in log if "round" not in row]
+    assert len(log) == 2 and {"rm_score", "kl", "response_len", "eos_rate"} <= log[0].keys()
     for key in ("gold_score_mean", "demonstration_gold_score_mean"):
         assert (key in sft) == judged
     assert ("accuracy_vs_gold" in rm) == judged and ("win_rate_vs_sft" in ppo) == judged
@@ -149,20 +153,29 @@ def test_the_users_judge_scores_appear_in_every_report(user):
     assert sft["demonstration_gold_score_mean"] == pytest.approx(statistics.mean(vowels(d["response"]) for d in demos))
     calls = [json.loads(line) for line in (root / "my_judge.py.calls").read_text().splitlines()]
     assert all(s == pytest.approx(vowels(r)) for _, r, s in calls)
-    # PPO's calls: 2 iterations x 8 rollouts; the sharpening control, each temperature's samples of the
-    # control prompts; the final evaluation: the base model's samples (it pretrained here, so the report
-    # compares it too), SFT's, SFT's at its best temperature, PPO's; then the demonstrations (the DEMOS column)
+    # PPO's calls: 2 iterations x 8 rollouts, with round 2 between them (the labeler, the same file, ranks the
+    # policy's samples; the judge scores the RM's held-out responses); the sharpening control, each temperature's
+    # samples of the control prompts; the final evaluation: the base model's samples (it pretrained here, so the
+    # report compares it too), SFT's, SFT's at its best temperature, PPO_R1's, PPO's; then the demonstrations (DEMOS)
     ppo_calls = calls[calls_before_ppo:]
+    round_new = [json.loads(line) for line in (out / "ppo" / "round_comparisons.jsonl").read_text().splitlines()]
+    rm_comparisons = [json.loads(line) for line in (out / "rm" / "comparisons.jsonl").read_text().splitlines()]
+    _, val = split_comparisons(rm_comparisons, train_rm.PRESETS["tiny"]["val_fraction"], train_rm.Config.seed)
+    n_round = sum(len(c["responses"]) for c in round_new + val)
+    labeled = ppo_calls[8: 8 + n_round]
+    assert [r for _, r, _ in labeled] == [r for c in round_new + val for r in c["responses"]]
+    ppo_calls = ppo_calls[:8] + ppo_calls[8 + n_round:]
     n = ppo["n_eval_prompts"] * ppo["samples_per_prompt"]
     n_control = len(ppo["sft_temperature_scores"]) * ppo["n_control_prompts"] * ppo["samples_per_prompt"]
     demos_train = (root / "data" / "sft_train.jsonl").read_text().splitlines()
-    assert len(ppo_calls) == 2 * 8 + n_control + 4 * n + len(demos_train) and "gold_score_base" in ppo
+    models = ("base", "sft", "sft_best_t", "ppo_round1", "ppo")  # with rounds, PPO_R1: the policy after round 1
+    assert len(ppo_calls) == 2 * 8 + n_control + len(models) * n + len(demos_train) and "gold_score_base" in ppo
     control = ppo_calls[16: 16 + n_control]
     per_t = n_control // len(ppo["sft_temperature_scores"])
     for i, score in enumerate(ppo["sft_temperature_scores"].values()):
         assert score == pytest.approx(statistics.mean(s for _, _, s in control[i * per_t: (i + 1) * per_t]))
-    evaluation = ppo_calls[16 + n_control: 16 + n_control + 4 * n]
-    for i, name in enumerate(("base", "sft", "sft_best_t", "ppo")):
+    evaluation = ppo_calls[16 + n_control: 16 + n_control + len(models) * n]
+    for i, name in enumerate(models):
         mean = statistics.mean(s for _, _, s in evaluation[i * n: (i + 1) * n])
         assert ppo[f"gold_score_{name}"] == pytest.approx(mean)
     demo_mean = statistics.mean(s for _, _, s in ppo_calls[-len(demos_train):])

@@ -76,6 +76,11 @@ def test_ppo_stage_writes_eval_with_the_documented_keys(pipeline):
     curve = json.loads((out / "ppo" / "overoptimization.json").read_text())
     assert len(curve["sqrt_kl"]) == len(curve["gold_score"]) == len(curve["rm_score"]) == 2
     log = [json.loads(line) for line in (out / "ppo" / "log.jsonl").read_text().splitlines()]
+    # the tiny preset keeps the default's rounds: round 2 starts at iteration 1, on a line of its own
+    assert [(r["iteration"], r["round"]) for r in log if "round" in r] == [(1, 2)]
+    for key in ("rm_train_accuracy", "n_comparisons", "rm_accuracy_vs_labels", "rm_accuracy_vs_gold"):
+        assert key in log[1]
+    log = [r for r in log if "round" not in r]
     assert len(log) == 2 and log[0]["first_ratio_mean"] == 1.0
     for key in ("rm_score", "gold_score", "kl", "kl_k3", "kl_coef", "entropy", "clipfrac", "approx_kl", "vf_loss",
                 "explained_variance", "response_len", "eos_rate", "tokens_per_s"):

@@ -56,6 +56,24 @@ def test_ppo_resumes_exactly_under_torchrun(tmp_path):
     assert len(ppo_log(straight)) == 3 and ppo_log(resumed) == ppo_log(straight)
 
 
+def test_rlhf_rounds_under_torchrun_hold_the_same_comparisons_and_rm_on_every_rank(tmp_path):
+    """The default's structure under torchrun: later rounds sample on both ranks, and every rank ends each round
+    with the same comparisons (prompts, responses, rankings) and the same RM, bit for bit, so the RM's steps and
+    all-reduces match and nothing waits forever."""
+    proc = torchrun(f"--out_dir={tmp_path}", "--rounds=3", "--iterations=3", "--round_prompts=16",
+                    script="tests/rounds_on_every_rank.py")
+    assert [r["round"] for r in ppo_log(tmp_path) if "round" in r] == [2, 3]
+    assert proc.stdout.count("round 3: ") == 1  # rank 0 alone reports
+    import torch
+
+    for n in (2, 3):
+        held = [torch.load(tmp_path / f"rank{r}_round{n}.pt", weights_only=True) for r in (0, 1)]
+        assert held[0]["comparisons"] and held[0]["comparisons"] == held[1]["comparisons"]
+        assert held[0]["temperature"] == held[1]["temperature"]
+        assert held[0]["rm"].keys() == held[1]["rm"].keys()
+        assert all(torch.equal(held[0]["rm"][k], held[1]["rm"][k]) for k in held[0]["rm"])
+
+
 def test_dpo_on_two_processes_takes_the_steps_of_one(tmp_path):
     """train_dpo.py under torchrun: each rank takes whole prompts of a step and the gradients are averaged, so two
     processes end with the weights of one (float rounding aside), and rank 0 alone writes and reports."""
