@@ -462,13 +462,15 @@ def main(config: Config) -> dict:
                total=config.iterations)
     with Stopper(config, rt, "ppo", tok) as stopper:
         for it in bar:
-            t_it = time.time()
-            if rounds.starts_at(it):
+            round_stats = {}
+            if rounds.starts_at(it):  # logged with this iteration; its seconds as round_s, not in iteration_s
+                t_round = time.time()
                 rm, round_stats = rounds.run_round(rm, policy, it)
-                log.log(iteration=it, **round_stats)
+                round_stats["round_s"] = time.time() - t_round
                 if round_stats["round"] == 2 and rt.master:  # the policy as round 1 left it (the report's PPO_R1)
                     save_checkpoint(os.path.join(config.out_dir, "ppo", "model_round1.pt"), policy, tok, config,
                                     stage="ppo", step=it)
+            t_it = time.time()
             set_lr(optimizer, ppo.annealed_lr(config.lr, it, config.iterations) if config.anneal_lr else config.lr)
             # k consecutive copies of each prompt (k = 1 with the value model)
             batch = [prompts[i] for i in rng.choice(len(prompts), local_batch // k, replace=False) for _ in range(k)]
@@ -484,7 +486,7 @@ def main(config: Config) -> dict:
             gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
                                                for b, t, e in zip(batch, texts, r.ended)]
             metrics = iteration_metrics(r, gold, kl_ctl, stats, rt, critic)
-            metrics.update(iteration=it, lr=optimizer.param_groups[0]["lr"],
+            metrics.update(iteration=it, lr=optimizer.param_groups[0]["lr"], **round_stats,
                            **throughput(metrics, config.rollout_batch_size, t_it, t_rollout))
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             log.log(**metrics)

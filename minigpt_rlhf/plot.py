@@ -68,9 +68,6 @@ def plot_run(config: Config) -> str:
         raise SystemExit(f"{config.out_dir}: no base/, sft/, rm/ or ppo/ log.jsonl here; run a train_*.py first "
                          "or pass --out_dir")
     k = config.smooth
-    if "ppo" in logs and "kl" in logs["ppo"]:  # the iterations' lines (a later RLHF round's line has no kl)
-        ppo_rows = ~np.isnan(logs["ppo"]["kl"])
-        logs["ppo"] = {key: v[ppo_rows] for key, v in logs["ppo"].items()}
     panels = []
     if "base" in logs or "sft" in logs:
         panels.append("lm")
@@ -131,12 +128,11 @@ def overoptimization_data(ppo_log, smooth: int = 5) -> dict:
     RM score against d = sqrt(KL(policy || SFT)), one point per iteration, each a trailing mean over `smooth`
     iterations (one batch of rollouts is noisy). KL is the batch mean of the per-response sum of k1."""
     log = read_log(ppo_log)
-    keep = ~np.isnan(log["kl"])  # lines of the iterations (a round's line carries no kl)
-    kl = np.maximum(moving_average(log["kl"][keep], smooth), 0.0)  # k1 can dip below 0 by noise near d = 0
+    kl = np.maximum(moving_average(log["kl"], smooth), 0.0)  # k1 can dip below 0 by noise near d = 0
     out = {"sqrt_kl": np.sqrt(kl).tolist()}
     for key in ("gold_score", "rm_score"):  # gold only with a judge
         if key in log:
-            out[key] = moving_average(log[key][keep], smooth).tolist()
+            out[key] = moving_average(log[key], smooth).tolist()
     return out
 
 

@@ -15,6 +15,7 @@ import train_sft
 from minigpt_rlhf import reward
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint
 from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.data import DataError
 from minigpt_rlhf.tokenizer import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +77,10 @@ def test_ppo_stage_writes_eval_with_the_documented_keys(pipeline):
     curve = json.loads((out / "ppo" / "overoptimization.json").read_text())
     assert len(curve["sqrt_kl"]) == len(curve["gold_score"]) == len(curve["rm_score"]) == 2
     log = [json.loads(line) for line in (out / "ppo" / "log.jsonl").read_text().splitlines()]
-    # the tiny preset keeps the default's rounds: round 2 starts at iteration 1, on a line of its own
+    # the tiny preset keeps the default's rounds: round 2 starts at iteration 1, logged on its line
     assert [(r["iteration"], r["round"]) for r in log if "round" in r] == [(1, 2)]
-    for key in ("rm_train_accuracy", "n_comparisons", "rm_accuracy_vs_labels", "rm_accuracy_vs_gold"):
+    for key in ("rm_train_accuracy", "n_comparisons", "rm_accuracy_vs_labels", "rm_accuracy_vs_gold", "round_s"):
         assert key in log[1]
-    log = [r for r in log if "round" not in r]
     assert len(log) == 2 and log[0]["first_ratio_mean"] == 1.0
     for key in ("rm_score", "gold_score", "kl", "kl_k3", "kl_coef", "entropy", "clipfrac", "approx_kl", "vf_loss",
                 "explained_variance", "response_len", "eos_rate", "tokens_per_s"):
@@ -101,7 +101,7 @@ def test_rm_with_val_comparisons_trains_on_all_comparisons_and_evaluates_on_the_
     assert result["n_val_pairs"] == pairs
     # a held-out file that shares a prompt with the training file is refused, naming the option
     (tmp_path / "val.jsonl").write_text(rest[0] + "\n")
-    with pytest.raises(SystemExit, match="--val_comparisons=.*1 of its prompts are also in the training"):
+    with pytest.raises(DataError, match="--val_comparisons=.*1 of its prompts are also in the training"):
         train_rm.main(parse_config(train_rm.Config, args, train_rm.PRESETS))
 
 

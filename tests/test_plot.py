@@ -68,12 +68,12 @@ def test_plot_draws_every_stage_that_has_a_log(tmp_path):
     assert w > 5 * h  # five panels of 4.2 x 3.4 inches side by side (four would give w < 5 h)
 
 
-def test_overoptimization_data_is_gold_and_rm_score_against_sqrt_kl_skipping_round_lines(tmp_path):
+def test_overoptimization_data_is_gold_and_rm_score_against_sqrt_kl_one_point_per_iteration(tmp_path):
     from minigpt_rlhf.plot import overoptimization_data
 
     rows = [{"kl": 0.0, "gold_score": 0.5, "rm_score": 0.1}, {"kl": 0.25, "gold_score": 0.6, "rm_score": 0.3},
-            {"iteration": 2, "round": 2, "rm_accuracy_vs_labels": 0.6},  # a later RLHF round's line
-            {"kl": 1.0, "gold_score": 0.7, "rm_score": 0.8}]
+            {"kl": 1.0, "gold_score": 0.7, "rm_score": 0.8, "round": 2,
+             "rm_accuracy_vs_labels": 0.6}]  # a later RLHF round is logged on the line of the iteration it precedes
     path = tmp_path / "log.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = overoptimization_data(path, smooth=2)  # trailing means of 2 iterations, by hand:

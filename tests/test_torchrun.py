@@ -27,7 +27,7 @@ def torchrun(*args, script="train_ppo.py", nproc=2):
 
 
 def ppo_log(out):
-    timing = {"tokens_per_s", "rollout_time_frac", "iteration_s"}
+    timing = {"tokens_per_s", "rollout_time_frac", "iteration_s", "round_s"}
     return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (out / "ppo" / "log.jsonl").open()]
 
 
