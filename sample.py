@@ -112,7 +112,7 @@ def make_judge(spec: str):
     if spec == "auto":
         gold = world_scorer()
         return lambda prompt, response, ended: gold.score(prompt, response, ended) if is_world_prompt(prompt) else None
-    scorer = load_scorer(spec, "--judge")
+    scorer = load_scorer(spec, "judge")
     return lambda prompt, response, ended: scorer.score(prompt, response, ended)
 
 

@@ -151,8 +151,10 @@ def check_finite(loss, stage: str, at: str, runtime: Runtime | None = None):
         finite = all_reduce_mean(float(finite), runtime) == 1.0
     if not finite:
         became = value if not math.isfinite(value) else "non-finite on another rank"
-        raise SystemExit(f"{stage}: loss became {became} {at}; stopping (the last saved checkpoint is left as it "
-                         "was). Try a lower learning rate.")
+        from .data import DataError  # an option the user can change: run_script prints it as one line
+
+        raise DataError(f"{stage}: loss became {became} {at}; stopping (the last saved checkpoint is left as it "
+                        "was). Try a lower learning rate (--lr)")
 
 
 def cosine_lr(step: int, max_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float = 0.1) -> float:

@@ -241,7 +241,7 @@ def read_rm_inputs(config) -> RMInputs:
         raise DataError(f"--k_min={config.k_min} --k_max={config.k_max}: a comparison ranks at least 2 responses, "
                         "so 2 <= k_min <= k_max")
     if config.resume and config.relabel:
-        raise SystemExit("--resume=True continues training on the saved comparisons; it cannot --relabel=True")
+        raise DataError("--resume=True continues training on the saved comparisons; it cannot --relabel=True")
     tok = get_tokenizer(config.tokenizer)
     sft_path = config.sft_checkpoint or os.path.join(config.out_dir, "sft", "model.pt")
     sft_ckpt = load_checkpoint(sft_path, "SFT checkpoint", "Run `python train_sft.py` first.")

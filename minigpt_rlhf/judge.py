@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import print0
+from .data import DataError
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,10 @@ class Scorer:
         try:
             value = float(value)
         except (TypeError, ValueError):
-            raise SystemExit(f"{self.name}: score(prompt, response) must return a number, got "
+            raise DataError(f"{self.name}: score(prompt, response) must return a number, got "
                              f"{type(value).__name__} for prompt {prompt[:60]!r}") from None
         if not math.isfinite(value):
-            raise SystemExit(f"{self.name}: score(prompt, response) returned {value} for prompt {prompt[:60]!r}")
+            raise DataError(f"{self.name}: score(prompt, response) returned {value} for prompt {prompt[:60]!r}")
         return value
 
     def family(self, row: dict) -> str:
@@ -85,12 +86,12 @@ def load_scorer(spec: str, option: str) -> Scorer:
     """A user's `module:function` or `path/to/file.py:function`, with a clear error naming the option."""
     where, _, name = spec.rpartition(":")
     if not where or not name:
-        raise SystemExit(f"--{option}={spec!r}: expected auto, none, module:function or path/to/file.py:function")
+        raise DataError(f"--{option}={spec!r}: expected auto, none, module:function or path/to/file.py:function")
     try:
         if where.endswith(".py") or Path(where).is_file():
             path = Path(where)
             if not path.is_file():
-                raise SystemExit(f"--{option}={spec}: file {path} not found")
+                raise DataError(f"--{option}={spec}: file {path} not found")
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
@@ -99,10 +100,10 @@ def load_scorer(spec: str, option: str) -> Scorer:
                 sys.path.insert(0, "")
             module = importlib.import_module(where)
     except ImportError as e:
-        raise SystemExit(f"--{option}={spec}: cannot import {where!r} ({e})") from None
+        raise DataError(f"--{option}={spec}: cannot import {where!r} ({e})") from None
     fn = getattr(module, name, None)
     if not callable(fn):
-        raise SystemExit(f"--{option}={spec}: {where!r} has no function {name!r}")
+        raise DataError(f"--{option}={spec}: {where!r} has no function {name!r}")
     return Scorer(spec, fn)
 
 
@@ -134,12 +135,12 @@ def resolve_labeler(spec: str, prompts: Iterable[str]) -> Scorer:
         prompts = list(prompts)
         foreign = sum(not is_world_prompt(p) for p in prompts)
         if foreign:
-            raise SystemExit(f"collecting comparisons needs a labeler, and {foreign} of the {len(prompts)} RM "
+            raise DataError(f"collecting comparisons needs a labeler, and {foreign} of the {len(prompts)} RM "
                              "prompts are not world prompts: run train_rm.py with --labeler=module:function (a "
                              "score(prompt, response) -> float) or with ranked comparisons, --comparisons=FILE")
         return world_scorer()
     if spec == "none":
-        raise SystemExit("--labeler=none: collecting comparisons needs a labeler; pass --labeler=module:function "
+        raise DataError("--labeler=none: collecting comparisons needs a labeler; pass --labeler=module:function "
                          "or bring ranked comparisons with --comparisons=FILE")
     labeler = load_scorer(spec, "labeler")
     print0(f"labeler: {spec}, ranked through the calibrated Plackett-Luce labeler (labeler.py)")

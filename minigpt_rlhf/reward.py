@@ -20,7 +20,7 @@ from .common import (
     make_scaler,
     print0,
 )
-from .data import encode_prompt
+from .data import DataError, encode_prompt
 from .losses import batched_kwise_ranking_loss
 from .model import configure_optimizer
 
@@ -104,6 +104,9 @@ def gain_samples(comparisons: list[dict], seed: int, n: int = 200) -> list[dict]
     return random_subset(comparisons, n, [seed, 4])
 
 
+MIN_REWARD_STD = 1e-3  # below this spread of raw rewards the RM is degenerate: the unit-std gain is refused
+
+
 @torch.no_grad()
 def normalize_head(rm, reference_rewards: torch.Tensor, gain_rewards: torch.Tensor | None = None):
     """Fold a gain and bias into the scalar head so that the RM's rewards on `reference_rewards`' inputs
@@ -111,7 +114,12 @@ def normalize_head(rm, reference_rewards: torch.Tensor, gain_rewards: torch.Tens
     of policy samples), unit standard deviation on those, as lm-human-preferences does so that PPO sees
     unit-scale rewards. r' = gain * (r - mean_demo). Returns (gain, bias_shift, raw_std)."""
     raw_std = float(gain_rewards.std()) if gain_rewards is not None else float(reference_rewards.std())
-    gain = 1.0 / max(raw_std, 1e-6) if gain_rewards is not None else 1.0
+    if gain_rewards is not None and not raw_std >= MIN_REWARD_STD:
+        raise DataError(f"the reward model gives (nearly) the same reward to every sample (std {raw_std:.2g} over "
+                        f"{gain_rewards.numel()} responses): a gain of 1/std would blow its rounding up to full-size "
+                        "rewards. It learned nothing from its comparisons: give it more (or more varied) "
+                        "comparisons, more --epochs or a higher --lr; --normalize_gain=False keeps its raw scale")
+    gain = 1.0 / raw_std if gain_rewards is not None else 1.0
     shift = float(reference_rewards.mean())
     head = rm.lm_head
     head.bias.sub_(shift)

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 import train_sft
 from minigpt_rlhf import reward
 from minigpt_rlhf.common import Runtime, all_reduce_means, gather_shards
-from minigpt_rlhf.data import SFTData, read_sft
+from minigpt_rlhf.data import DataError, SFTData, read_sft
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
 from minigpt_rlhf.reward import encode_responses
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -220,7 +220,7 @@ def _nan_on_one_rank_worker(rank, world_size, init_file, out_dir):
     try:
         train_sft.main(cfg)
         ended = "finished"
-    except SystemExit as e:
+    except DataError as e:
         ended = str(e)
     with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
         f.write(ended)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minigpt_rlhf import world
-from minigpt_rlhf.data import data_file, encode_prompt
+from minigpt_rlhf.data import DataError, data_file, encode_prompt
 from minigpt_rlhf.evaluate import response_report, rm_scores
 from minigpt_rlhf.judge import is_world_prompt, load_scorer, resolve_judge, resolve_labeler
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
@@ -24,7 +24,7 @@ def test_auto_picks_the_gold_labeler_only_when_every_prompt_is_a_world_prompt(ca
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and "gold labeler" in lines[0] and "1 of 6 prompts are not world prompts" in lines[1]
     assert resolve_labeler("auto", WORLD_PROMPTS).name == "world"
-    with pytest.raises(SystemExit, match="--labeler=module:function"):
+    with pytest.raises(DataError, match="--labeler=module:function"):
         resolve_labeler("auto", ["Add 2 and 3."])
 
 
@@ -48,16 +48,16 @@ def test_a_users_score_function_loads_from_a_file_or_a_module(tmp_path, monkeypa
 ])
 def test_a_bad_judge_spec_is_a_clear_error_naming_the_option(tmp_path, spec, message):
     (tmp_path / "j.py").write_text("def score(prompt, response):\n    return 1.0\n")
-    with pytest.raises(SystemExit, match=f"--judge=.*{message}"):
+    with pytest.raises(DataError, match=f"--judge=.*{message}"):
         load_scorer(spec.format(tmp=tmp_path), "judge")
 
 
 def test_a_score_that_is_not_a_finite_number_is_a_clear_error(tmp_path):
     (tmp_path / "j.py").write_text("def text(prompt, response):\n    return 'good'\n"
                                    "def nan(prompt, response):\n    return float('nan')\n")
-    with pytest.raises(SystemExit, match="must return a number, got str"):
+    with pytest.raises(DataError, match="must return a number, got str"):
         load_scorer(f"{tmp_path / 'j.py'}:text", "judge").score("p", "r")
-    with pytest.raises(SystemExit, match="returned nan"):
+    with pytest.raises(DataError, match="returned nan"):
         load_scorer(f"{tmp_path / 'j.py'}:nan", "judge").score("p", "r")
 
 

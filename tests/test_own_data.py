@@ -15,6 +15,7 @@ from minigpt_rlhf import tokenizer as tokmod
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint
 from minigpt_rlhf.comparisons import split_comparisons
 from minigpt_rlhf.config import parse_config
+from minigpt_rlhf.data import DataError
 from minigpt_rlhf.judge import is_world_prompt
 from minigpt_rlhf.tokenizer import get_tokenizer
 
@@ -234,7 +235,7 @@ def test_collecting_needs_rm_prompts_and_a_labeler_for_a_users_prompts(user, tmp
     root, _, bpe, results, _ = user
     sft = results["none"][0] / "sft" / "model.pt"
     common = [f"--data_dir={root / 'data'}", f"--tokenizer={bpe}", f"--sft_checkpoint={sft}", f"--out_dir={tmp_path}"]
-    with pytest.raises(SystemExit, match="--labeler=module:function"):
+    with pytest.raises(DataError, match="--labeler=module:function"):
         run(train_rm, common)  # --labeler=auto, and these are not world prompts
     with pytest.raises(FileNotFoundError, match="--rm_prompts: .* not found \\(collecting comparisons"):
         run(train_rm, common + [f"--rm_prompts={tmp_path / 'absent.jsonl'}"])

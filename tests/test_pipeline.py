@@ -122,7 +122,7 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(pip
     monkeypatch.setattr(train_sft, "sft_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     cfg = parse_config(train_sft.Config, ["--preset=tiny", f"--out_dir={out}", f"--init_from={out}/base/model.pt"],
                        train_sft.PRESETS)
-    with pytest.raises(SystemExit, match="sft: loss became nan at step 0"):
+    with pytest.raises(DataError, match="sft: loss became nan at step 0"):
         train_sft.main(cfg)
     assert (out / "sft" / "model.pt").read_bytes() == before
 
@@ -136,7 +136,7 @@ def test_non_finite_rm_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(
 
     monkeypatch.setattr(reward, "batched_kwise_ranking_loss", nan_loss)  # the loss of rm_step_loss
     cfg = parse_config(train_rm.Config, ["--preset=tiny", f"--out_dir={out}"], train_rm.PRESETS)
-    with pytest.raises(SystemExit, match="rm: loss became nan at step 0"):
+    with pytest.raises(DataError, match="rm: loss became nan at step 0"):
         train_rm.main(cfg)
     assert (out / "rm" / "model.pt").read_bytes() == before
 
@@ -179,7 +179,7 @@ def test_non_finite_ppo_loss_stops_with_a_clear_message_and_keeps_the_checkpoint
     monkeypatch.setattr(train_ppo, "minibatch_loss",
                         lambda *a, **k: (torch.tensor(float("nan"), requires_grad=True), {}))
     cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={out}"], train_ppo.PRESETS)
-    with pytest.raises(SystemExit, match="ppo: loss became nan at iteration 0"):
+    with pytest.raises(DataError, match="ppo: loss became nan at iteration 0"):
         train_ppo.main(cfg)
     assert (out / "ppo" / "model.pt").read_bytes() == before
 

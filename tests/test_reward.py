@@ -120,6 +120,19 @@ def test_normalisation_gives_demonstrations_mean_zero_and_samples_unit_std(tok):
     torch.testing.assert_close(s2, (s - d.mean()) / s.std(), atol=1e-4, rtol=0)
 
 
+def test_a_degenerate_reward_model_is_a_clear_error_not_a_huge_gain(tok):
+    """An RM whose rewards barely differ over the samples would get a gain of 1/std: its rounding would become
+    full-size rewards. Refused, and the head is left as it was."""
+    rm = tiny_rm(tok)
+    before = {k: v.clone() for k, v in rm.lm_head.state_dict().items()}
+    demos = torch.tensor([0.5, 0.4, 0.6])
+    with pytest.raises(DataError, match="same reward to every sample"):
+        normalize_head(rm, demos, torch.tensor([0.3, 0.3 + 1e-5, 0.3 - 1e-5, 0.3]))
+    assert all(torch.equal(before[k], v) for k, v in rm.lm_head.state_dict().items())
+    normalize_head(rm, demos, torch.tensor([0.3, 0.31, 0.29, 0.3]))  # a small but real spread: std 0.008
+    torch.testing.assert_close(rm.lm_head.bias, (before["bias"] - 0.5) / torch.tensor([0.3, 0.31, 0.29, 0.3]).std())
+
+
 @pytest.mark.parametrize("obj, message", [
     ({"prompt": "p", "responses": ["a"], "ranking": [0]}, "at least 2 responses"),
     ({"prompt": "p", "responses": ["a", "b"], "ranking": [0, 0]}, "permutation"),

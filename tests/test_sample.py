@@ -14,7 +14,7 @@ import sample
 from minigpt_rlhf import world
 from minigpt_rlhf.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from minigpt_rlhf.config import parse_config
-from minigpt_rlhf.data import encode_prompt, read_sft
+from minigpt_rlhf.data import DataError, encode_prompt, read_sft
 from minigpt_rlhf.model import GPT, GPTConfig, swap_unembedding
 from minigpt_rlhf.reward import encode_responses, score_comparisons
 from minigpt_rlhf.tokenizer import DEFAULT_BPE_PATH, get_tokenizer, save_bpe
@@ -153,4 +153,6 @@ def test_bad_options_are_clear_errors_before_any_sampling(out_dir, capsys, tmp_p
         run(out_dir, capsys, f"--prompt_file={bad}")
     with pytest.raises(SystemExit, match="--num_samples=0"):
         run(out_dir, capsys, "--prompt=hi", "--num_samples=0")
+    with pytest.raises(DataError, match="^--judge=absent_judge_module:score: cannot import"):  # the option's name
+        run(out_dir, capsys, "--prompt=hi", "--judge=absent_judge_module:score")
     assert "===" not in capsys.readouterr().out
