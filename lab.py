@@ -12,7 +12,8 @@ Methods (docs/methods.md has each one's formula, function and test):
   clipping and epochs; the critic-free ones sample --group_size responses per prompt and build no value model.
 - dpo: `train_dpo.py` on the comparisons the RM was trained on; settings: the policies after --dpo_snapshots
   fractions of its steps.
-- best_of_n: the SFT model's best of n samples by the RM (n in --best_of), at KL log n - (n - 1)/n; no training.
+- best_of_n: the SFT model's best of n samples by the RM (n in --best_of), at the KL of the best-of-n distribution
+  measured from its draws (the bound log n - (n - 1)/n beside it); no training.
 - sharpening: the SFT model sampled at the temperatures --temperatures (lower than the evaluation's 0.7); no
   training, no RM.
 Each training run is a process of its own (its seconds per iteration and peak memory are its own). Every policy
@@ -42,7 +43,14 @@ from minigpt_rlhf.common import compute_init, print0, run_script, write_json
 from minigpt_rlhf.config import parse_config
 from minigpt_rlhf.data import DataError, encode_prompts, iter_jsonl, read_prompts, spread_subset
 from minigpt_rlhf.evaluate import compare_models, rm_scores, sample_responses
-from minigpt_rlhf.frontier import best_of_n_kl, best_of_n_picks, format_lab, matched, plot_frontier
+from minigpt_rlhf.frontier import (
+    best_of_n_exact_kl,
+    best_of_n_kl,
+    best_of_n_picks,
+    format_lab,
+    matched,
+    plot_frontier,
+)
 from minigpt_rlhf.inputs import parse_temperatures
 from minigpt_rlhf.judge import resolve_judge
 from minigpt_rlhf.tokenizer import get_tokenizer
@@ -182,7 +190,7 @@ def train_rl(config: Config, method: str, snapshots: list[int]) -> tuple[list[tu
                 f"--device={config.device}", f"--seed={config.seed}", *config.ppo_args.split()],
                os.path.join(d, "train.log"))
     rows = [r for r in log_rows(os.path.join(d, "ppo", "log.jsonl")) if "iteration_s" in r]
-    seconds = np.array([r["iteration_s"] for r in rows])
+    seconds = np.array([r["iteration_s"] for r in rows])  # rollout, advantages and update: no judging or logging
     points = [(it, os.path.join(d, "ppo", f"model_{it}.pt"), float(seconds[:it].sum())) for it in snapshots]
     # the first iteration also warms up (allocations, compilation): the typical one is the median
     return points, {"s_per_iteration": float(np.median(seconds)), "train_s": float(seconds.sum()),
@@ -204,11 +212,40 @@ def train_dpo(config: Config, fractions: list[float]) -> tuple[list[tuple[int, s
                 f"--data_dir={config.data_dir}", f"--snapshots={','.join(map(str, at))}", "--report=False",
                 f"--tokenizer={config.tokenizer}", f"--device={config.device}", f"--seed={config.seed}",
                 *config.dpo_args.split()], os.path.join(d, "train.log"))
-    rows = [r for r in log_rows(os.path.join(d, "dpo", "log.jsonl")) if "elapsed_s" in r]
-    elapsed = np.array([r["elapsed_s"] for r in rows])
-    points = [(s, os.path.join(d, "dpo", f"model_{s}.pt"), float(elapsed[s - 1])) for s in at]
-    return points, {"s_per_iteration": float(np.median(np.diff(elapsed))) if len(elapsed) > 1 else None,
-                    "train_s": float(elapsed[-1]), "peak_memory_mb": peak, **cuda_peak(rows)}
+    rows = [r for r in log_rows(os.path.join(d, "dpo", "log.jsonl")) if "step_s" in r]
+    # training seconds as the RL methods count them: the steps themselves (and DPO's one pass of the reference
+    # model over its comparisons, which PPO makes in every iteration), without evaluation or logging
+    seconds = np.array([r["step_s"] for r in rows])
+    seconds[0] += rows[0]["reference_s"]
+    points = [(s, os.path.join(d, "dpo", f"model_{s}.pt"), float(seconds[:s].sum())) for s in at]
+    return points, {"s_per_iteration": float(np.median(seconds)), "train_s": float(seconds.sum()),
+                    "peak_memory_mb": peak, **cuda_peak(rows)}
+
+
+def kl_coefficients(config: Config, methods: list[str]) -> dict:
+    """What each method's KL coefficient means, in one unit. The RL methods' --kl_coef weighs the KL against the
+    normalised RM score g * (r - b) (g: the RM's gain); DPO's --beta weighs it against Bradley-Terry logits, the
+    RM's raw unit r: so PPO's coefficient in DPO's units is kl_coef / g. Of the critic-free estimators, only RLOO
+    weighs the score as PPO does (ppo.effective_kl_coef; GRPO's depends on each group's std)."""
+    import train_dpo as dpo_script
+    import train_ppo
+    from minigpt_rlhf import ppo
+
+    rm_path = os.path.join(config.out_dir, "rm", "model.pt")
+    gain = float(load_checkpoint(rm_path, "reward model checkpoint").get("reward_gain", 1.0))
+    runs = f"--preset={config.preset_of_runs}"
+    beta = parse_config(train_ppo.Config, [runs, *config.ppo_args.split()], train_ppo.PRESETS).kl_coef
+    out = {"rm_gain": gain}
+    for m in methods:
+        if m in RL_METHODS:
+            est = RL_METHODS[m]
+            eff = ppo.effective_kl_coef(est, beta, config.group_size, group_std=1.0 if est == "grpo" else None)
+            out[m] = {"kl_coef": beta, "effective_vs_rm_score": eff, "in_logit_units": eff / gain,
+                      **({"per_unit_group_std": True} if est == "grpo" else {})}
+        elif m == "dpo":
+            b = parse_config(dpo_script.Config, [runs, *config.dpo_args.split()], dpo_script.PRESETS).beta
+            out[m] = {"beta": b, "effective_vs_rm_score": b * gain, "in_logit_units": b}
+    return out
 
 
 class Judged:
@@ -249,10 +286,24 @@ class Judged:
         return load_model(load_checkpoint(path, "policy checkpoint"), self.tok, path, self.rt.device)
 
 
+def best_of_n_kl_measured(draws: list[list[dict]], scores: np.ndarray, samples_per_prompt: int, n: int) -> float:
+    """KL(best-of-n || SFT) per response, mean over the prompts: for each prompt, frontier.best_of_n_exact_kl of the
+    distribution its draws sample (all draws of all its samples pooled; a response is its text and whether it
+    ended), not the bound log n - (n - 1)/n, which SFT's repeated answers keep it well below."""
+    n_slots = len(draws[0])
+    kls = []
+    for start in range(0, n_slots, samples_per_prompt):
+        slots = range(start, start + samples_per_prompt)
+        responses = [(d[i]["response"], d[i]["ended"]) for d in draws for i in slots]
+        kls.append(best_of_n_exact_kl(responses, [float(scores[i, j]) for j in range(len(draws)) for i in slots], n))
+    return float(np.mean(kls))
+
+
 def best_of_n(judged: Judged, ns: list[int]) -> tuple[list[dict], dict]:
     """Best-of-n by the RM for each n in ns, from max(ns) SFT draws per evaluation sample (each n uses the first
-    n); a response without EOS scores PPO's no-EOS penalty. Its cost: the seconds of sampling and scoring the
-    draws, per n (no training)."""
+    n); a response without EOS scores PPO's no-EOS penalty. Its KL is measured from the draws
+    (best_of_n_kl_measured), with the bound beside it. Its cost: the seconds of sampling and scoring the draws,
+    per n (no training)."""
     config, tok = judged.config, judged.tok
     expanded = [r for r in judged.inputs["eval_rows"] for _ in range(config.samples_per_prompt)]
     t0 = time.time()
@@ -261,7 +312,9 @@ def best_of_n(judged: Judged, ns: list[int]) -> tuple[list[dict], dict]:
     scores = np.array([[config.no_eos_penalty if x is None else x for x in rm_scores(judged.rm, tok, d)]
                        for d in draws]).T
     per_draw = (time.time() - t0) / max(ns)
-    rows = [judged.judge("best_of_n", f"n={n}", samples=best_of_n_picks(draws, scores, n), kl=best_of_n_kl(n),
+    spp = config.samples_per_prompt
+    rows = [judged.judge("best_of_n", f"n={n}", samples=best_of_n_picks(draws, scores, n),
+                         kl=best_of_n_kl_measured(draws, scores, spp, n), kl_bound=best_of_n_kl(n),
                          inference_s=per_draw * n) for n in ns]
     return rows, {"s_per_iteration": None, "train_s": 0.0, "peak_memory_mb": None,
                   "inference_s_per_draw": per_draw}
@@ -302,6 +355,7 @@ def main(config: Config) -> dict:
                                           judged.origin),
                "matched_train_s": matched(rows, trainable, "train_s", inputs["time_levels"], ("gold", "win"),
                                           judged.origin),
+               "kl_coefficients": kl_coefficients(config, methods),
                "n_eval_prompts": len(inputs["eval_rows"]), "samples_per_prompt": config.samples_per_prompt,
                "config": asdict(config)}
     results["wall_time_s"] = time.time() - t0

@@ -161,7 +161,9 @@ def main(config: Config) -> dict:
     enc_train = [encode_comparison(tok, c) for c in train]
     enc_val = [encode_comparison(tok, c) for c in val]
     rank_train, rank_val = [c["ranking"] for c in train], [c["ranking"] for c in val]
+    t_ref = time.time()
     ref_train = reference_logprobs(ref, enc_train, config, tok.pad_id, banned, rt)
+    reference_s = time.time() - t_ref  # training compute, as PPO's reference forwards are (lab.py counts it)
     ref_val = reference_logprobs(ref, enc_val, config, tok.pad_id, banned, rt)
     optimizer = configure_optimizer(policy, config.lr, 0.0, fused=rt.device.type == "cuda")
     scaler = make_scaler(rt)
@@ -179,6 +181,7 @@ def main(config: Config) -> dict:
     bar = tqdm(range(start, len(batches)), desc="dpo", disable=not rt.master, initial=start, total=len(batches))
     with Stopper(config, rt, "dpo", tok) as stopper:
         for step in bar:
+            t_step = time.time()
             set_lr(optimizer, cosine_lr(step, len(batches), config.lr, config.warmup_steps))
             mine = batches[step][rt.rank:: rt.world_size]
             with rt.autocast():
@@ -190,7 +193,10 @@ def main(config: Config) -> dict:
             all_reduce_grads(params, rt)
             clip_and_step(optimizer, scaler, params, config.grad_clip)
             row = {"loss": all_reduce_mean(loss.item(), rt) * rt.world_size,
-                   **{k: all_reduce_mean(float(v), rt) for k, v in stats.items()}}
+                   **{k: all_reduce_mean(float(v), rt) for k, v in stats.items()},
+                   "step_s": time.time() - t_step}  # the step alone: not the held-out evaluation or the log
+            if step == 0:
+                row["reference_s"] = reference_s
             if (step + 1) % steps_per_epoch == 0 and val:
                 row.update(epoch=(step + 1) // steps_per_epoch,
                            **heldout(policy, enc_val, rank_val, ref_val, config, tok.pad_id, banned, rt))

@@ -21,7 +21,8 @@ are iterated (Ouyang et al. 2022, sec. 3.1): the iterations are split into --rou
 round after the first the policy's own samples are ranked and the RM trains on them (minigpt_rlhf/iterated.py).
 --estimator=rloo|grpo|dr_grpo replaces the value model and GAE with a baseline from --group_size samples of the
 same prompt (ppo.critic_free_advantages); the KL stays where it is for every estimator, the per-token k1 penalty
-in the reward, so all of them optimise the same objective; no value model is built.
+in the reward, and only the score is baselined, so the KL's weight against the score differs by estimator
+(ppo.effective_kl_coef; docs/methods.md, section 1); no value model is built.
 
 Departures from the paper: tiny scale; several PPO epochs per batch (as lm-human-preferences, where the
 paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement rather than the
@@ -311,10 +312,10 @@ def iteration_metrics(r, gold: list[float] | None, kl_ctl, update_stats: dict, r
     }
 
 
-def throughput(metrics: dict, rollout_batch_size: int, t_it: float, t_rollout: float) -> dict:
-    """The iteration's seconds (it started at t_it), response tokens sampled per second, the share of it
+def throughput(metrics: dict, rollout_batch_size: int, seconds: float, t_rollout: float) -> dict:
+    """The iteration's training seconds (rollout, advantages, update: not the judge's scores, the metrics or the
+    log; lab.py sums them as every method's training time), response tokens sampled per second, the share of it
     spent on rollouts (t_rollout seconds), and on a GPU the peak CUDA memory so far."""
-    seconds = time.time() - t_it
     cuda = {"cuda_peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20} if torch.cuda.is_initialized() else {}
     return {"iteration_s": seconds, "tokens_per_s": metrics["response_len"] * rollout_batch_size / seconds,
             "rollout_time_frac": t_rollout / seconds, **cuda}
@@ -482,12 +483,13 @@ def main(config: Config) -> dict:
             r = compute_advantages(r, kl_ctl.value, config.gamma, config.lam, config.estimator, k)
             stats = ppo_update(train_policy, train_value, optimizer, scaler, r, config, banned, corpus, rng, rt,
                                config.ptx_coef, iteration=it)
+            t_train = time.time() - t_it
             texts = decode_responses(r, tok)
             gold = None if judge is None else [judge.score(b["prompt"], t, bool(e))
                                                for b, t, e in zip(batch, texts, r.ended)]
             metrics = iteration_metrics(r, gold, kl_ctl, stats, rt, critic)
             metrics.update(iteration=it, lr=optimizer.param_groups[0]["lr"], **round_stats,
-                           **throughput(metrics, config.rollout_batch_size, t_it, t_rollout))
+                           **throughput(metrics, config.rollout_batch_size, t_train, t_rollout))
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             log.log(**metrics)
             show_progress(bar, metrics, it, batch, texts, gold, config, rt)

@@ -16,8 +16,35 @@ import numpy as np
 def best_of_n_kl(n: int) -> float:
     """log n - (n - 1) / n: an upper bound on KL(best-of-n || base), reached when no single sample has appreciable
     probability (Stiennon et al. 2020, appendix; Beirami et al. 2024, "Theoretical guarantees on the best-of-n
-    alignment policy")."""
+    alignment policy"). best_of_n_exact_kl gives the KL itself from the draws."""
     return math.log(n) - (n - 1) / n
+
+
+def best_of_n_exact_kl(responses: list, scores: list[float], n: int) -> float:
+    """KL(best-of-n || base) of the distribution that `responses` (draws of one prompt, repeats included; any
+    hashable, e.g. (text, ended)) sample, exactly, with the best of n picked by `scores` (one per draw; a
+    repeated response scores alike). Over the distinct responses sorted by score, with p their share of the
+    draws and F the share scoring at most as high, the best of n draws scores at a level s with probability
+    F(s)^n - F(s-)^n, split among that level's responses in proportion to p (the first drawn of a tie wins); so
+
+        KL = sum over levels of P_bon(level) * log(P_bon(level) / p(level)).
+
+    It reaches the bound log n - (n - 1)/n only when no response has appreciable probability: repeats lower it
+    (Beirami et al. 2024)."""
+    p, score_of = {}, {}
+    for r, s in zip(responses, scores, strict=True):
+        p[r] = p.get(r, 0) + 1 / len(responses)
+        score_of[r] = s
+    levels = {}  # score -> its responses' total share
+    for r, share in p.items():
+        levels[score_of[r]] = levels.get(score_of[r], 0.0) + share
+    kl, below = 0.0, 0.0
+    for s in sorted(levels):
+        q = min(below + levels[s], 1.0) ** n - below ** n  # P(best of n scores s)
+        if q > 0:
+            kl += q * math.log(q / levels[s])
+        below += levels[s]
+    return kl
 
 
 def best_of_n_picks(draws: list[list[dict]], scores: np.ndarray, n: int) -> list[dict]:
@@ -83,6 +110,16 @@ def format_lab(results: dict) -> str:
         body = [[m] + [_cell(table[m][f"{lv:g}"]["gold"]) for lv in levels]
                 + [_cell(table[m][f"{lv:g}"]["win"]) for lv in levels] for m in table]
         lines.append(format_table(header, body))
+    coef = results.get("kl_coefficients")
+    if coef and len(coef) > 1:
+        def per_std(c, v):
+            return f"{v:.4g}" + (" x group std" if c.get("per_unit_group_std") else "")
+
+        lines += ["", f"KL coefficients in one unit: against the normalised RM score (RM gain {coef['rm_gain']:.3f}) "
+                  "and against Bradley-Terry logits, DPO's unit (docs/methods.md, section 1)",
+                  format_table(["method", "option", "vs RM score", "in logit units"],
+                               [[m, f"beta {c.get('kl_coef', c.get('beta')):g}", per_std(c, c["effective_vs_rm_score"]),
+                                 per_std(c, c["in_logit_units"])] for m, c in coef.items() if m != "rm_gain"])]
     cost = results["cost"]
     cuda = any("cuda_peak_memory_mb" in c for c in cost.values())
     lines += ["", "cost per method (one process each; peak memory: the process's maximum resident set"

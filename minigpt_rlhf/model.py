@@ -247,8 +247,12 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)  # (B, T', C)
         if kv_cache is not None:
             kv_cache.pos += T
-        out = self.lm_head(x)
-        return out.squeeze(-1) if self.config.head == "scalar" else out  # (B, T) or (B, T, V)
+        if self.config.head == "scalar":
+            # in fp32 even under bf16 autocast: bf16 rounds a reward near 1 to steps of 2^-7 (0.0078), which a
+            # group-normalised advantage (GRPO's / std) would blow up to full size between near-equal scores
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.lm_head(x.float()).squeeze(-1)  # (B, T)
+        return self.lm_head(x)  # (B, T, V)
 
     def set_dropout(self, p: float):
         """Residual, attention and embedding dropout of a built model (SFT turns it on for fine-tuning only)."""

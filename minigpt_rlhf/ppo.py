@@ -461,6 +461,30 @@ def critic_free_advantages(
     return advantages, rewards, kl
 
 
+def effective_kl_coef(estimator: str, kl_coef: float, group_size: int, group_std: float | None = None,
+                      eps: float = 1e-4) -> float:
+    """The KL coefficient each estimator applies, in units of the raw score. critic_free_advantages keeps the
+    per-token -kl_coef * kl_t of every estimator and baselines only the score, so the weight of the score in the
+    last token's advantage differs: dA/ds_i is 1 for PPO (gae) and RLOO (the baseline leaves s_i out), (k-1)/k for
+    Dr. GRPO (the group mean includes s_i) and (k-1)/k / (std + eps) for GRPO (std held fixed). The KL's weight
+    relative to the score is kl_coef divided by that:
+
+        gae, rloo  beta        dr_grpo  beta * k/(k-1)        grpo  beta * (std + eps) * k/(k-1)
+
+    so one --kl_coef is one objective for PPO and RLOO, and a stronger (Dr. GRPO) or per-prompt (GRPO) KL for the
+    others (tests/test_estimators.py measures it from the advantages)."""
+    k = group_size
+    if estimator in ("gae", "rloo"):
+        return kl_coef
+    if estimator == "dr_grpo":
+        return kl_coef * k / (k - 1)
+    if estimator == "grpo":
+        if group_std is None:
+            raise ValueError("grpo's effective KL coefficient depends on the group's score std: pass group_std")
+        return kl_coef * (group_std + eps) * k / (k - 1)
+    raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
+
+
 def aggregate_loss(per_token: torch.Tensor, response_mask: torch.Tensor, how: str = "token_mean",
                    max_len: int | None = None) -> torch.Tensor:
     """A (B, T) per-token loss reduced to a scalar over the valid tokens:

@@ -30,6 +30,34 @@ def test_rloo_baseline_by_hand_for_two_and_four_samples():
     assert ppo.rloo_advantages(scores, 4)[0].item() == pytest.approx(1 - 11 / 3)
 
 
+@pytest.mark.parametrize("estimator", ["rloo", "grpo", "dr_grpo"])
+def test_each_estimators_effective_kl_coefficient_is_measured_from_its_advantages(estimator):
+    """How much the KL weighs against the score in the advantage the update sees: the last token's advantage moves
+    by -beta per unit of its kl_t and by dA/ds per unit of the sample's score, so the effective coefficient is
+    beta / (dA/ds), measured here by central differences on a sample at its group's mean (where GRPO's std does
+    not move to first order), and compared with ppo.effective_kl_coef."""
+    beta, k, i = 0.1, 3, 1
+    scores = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)  # sample 1 is the group mean
+    logprobs = torch.tensor([[-1.0, -2.0], [-1.5, -0.5], [-0.3, -0.7]], dtype=torch.float64)
+    ref = torch.tensor([[-1.1, -1.9], [-1.4, -0.8], [-0.2, -0.9]], dtype=torch.float64)
+    mask = torch.ones(3, 2, dtype=torch.float64)
+
+    def last_advantage(s, lp):
+        adv, _, _ = ppo.critic_free_advantages(estimator, s, lp, ref, mask, beta, k)
+        return float(adv[i, -1])
+
+    h = 1e-2  # the advantages are computed in float32
+    ds, dlp = torch.zeros(3, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)
+    ds[i], dlp[i, -1] = h, h
+    d_score = (last_advantage(scores + ds, logprobs) - last_advantage(scores - ds, logprobs)) / (2 * h)
+    d_kl = (last_advantage(scores, logprobs + dlp) - last_advantage(scores, logprobs - dlp)) / (2 * h)
+    assert d_kl == pytest.approx(-beta, rel=1e-4)  # the per-token penalty is the same for every estimator
+    expected = ppo.effective_kl_coef(estimator, beta, k, group_std=float(scores.std()))
+    assert -d_kl / d_score == pytest.approx(expected, rel=1e-3)
+    by_hand = {"rloo": beta, "dr_grpo": beta * 3 / 2, "grpo": beta * (1 + 1e-4) * 3 / 2}  # the group's std is 1
+    assert expected == pytest.approx(by_hand[estimator])
+
+
 def test_grpo_and_dr_grpo_advantages_by_hand():
     scores = torch.tensor([1.0, 2.0, 3.0, 6.0])
     mean, std = 3.0, math.sqrt((4 + 1 + 0 + 9) / 3)  # unbiased std of the group

@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from minigpt_rlhf.frontier import best_of_n_kl, best_of_n_picks, format_lab, interpolate, matched
+from minigpt_rlhf.frontier import (
+    best_of_n_exact_kl,
+    best_of_n_kl,
+    best_of_n_picks,
+    format_lab,
+    interpolate,
+    matched,
+)
 
 
 def test_best_of_n_kl_is_log_n_minus_n_minus_1_over_n_reached_on_a_wide_uniform_base():
@@ -18,6 +25,43 @@ def test_best_of_n_kl_is_log_n_minus_n_minus_1_over_n_reached_on_a_wide_uniform_
     p = (i / m) ** n - ((i - 1) / m) ** n
     kl = float(np.sum(p * np.log(p * m)))
     assert kl == pytest.approx(best_of_n_kl(n), abs=1e-3)
+
+
+def test_best_of_n_exact_kl_equals_a_brute_force_enumeration_of_n_draws_with_repeats_and_ties():
+    """Four responses drawn 4:3:2:1 (repeats), two of them tied in score: every sequence of n draws enumerated,
+    the best picked (the first drawn of a tie), its probability summed, the KL to the base computed."""
+    import itertools
+
+    base = {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1}
+    score = {"a": 1.0, "b": 3.0, "c": 3.0, "d": 2.0}  # b and c tie
+    draws = [r for r, share in base.items() for _ in range(round(share * 10))]
+    for n in (1, 2, 3, 5):
+        bon = dict.fromkeys(base, 0.0)
+        for seq in itertools.product(base, repeat=n):
+            best = max(range(n), key=lambda j: (score[seq[j]], -j))  # the highest score, the earliest of a tie
+            bon[seq[best]] += math.prod(base[r] for r in seq)
+        brute = sum(q * math.log(q / base[r]) for r, q in bon.items() if q > 0)
+        exact = best_of_n_exact_kl(draws, [score[r] for r in draws], n)
+        assert exact == pytest.approx(brute, abs=1e-12)
+        assert exact <= best_of_n_kl(n) + 1e-12
+    assert best_of_n_exact_kl(draws, [score[r] for r in draws], 1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_best_of_n_exact_kl_nears_the_bound_only_without_repeats():
+    n = 4
+    distinct = list(range(20000))  # every draw different: the bound's case
+    assert best_of_n_exact_kl(distinct, [float(x) for x in distinct], n) == pytest.approx(best_of_n_kl(n), abs=1e-3)
+    repeated = [x % 3 for x in range(300)]  # three responses, each a third of the draws
+    exact = best_of_n_exact_kl(repeated, [float(x) for x in repeated], n)
+    by_hand = sum(((i / 3) ** n - ((i - 1) / 3) ** n) * math.log(3 * ((i / 3) ** n - ((i - 1) / 3) ** n))
+                  for i in (1, 2, 3))
+    assert exact == pytest.approx(by_hand) and exact < best_of_n_kl(n) - 0.05
+    # one response drawn 6 times in 10 and ranked best: best-of-4 picks it with probability 1 - 0.4^4
+    skewed = [0] * 6 + [1, 2, 3, 4]
+    scores = [5.0] * 6 + [1.0, 2.0, 3.0, 4.0]
+    q = [(0.1 * i) ** n - (0.1 * (i - 1)) ** n for i in (1, 2, 3, 4)] + [1 - 0.4 ** n]
+    by_hand = sum(qi * math.log(qi / pi) for qi, pi in zip(q, [0.1] * 4 + [0.6]))
+    assert best_of_n_exact_kl(skewed, scores, n) == pytest.approx(by_hand) and by_hand < 0.7 * best_of_n_kl(n)
 
 
 def test_best_of_n_picks_the_highest_scored_of_the_first_n_draws_per_slot():

@@ -39,7 +39,8 @@ def test_every_method_has_a_row_per_setting_judged_against_the_same_sft(tiny_lab
         lo, hi = r["win_ci95"]
         assert 0 <= lo <= r["win"] <= hi <= 1 and 0 <= r["gold"] <= 1 and r["sqrt_kl"] >= 0
     bon = next(r for r in saved["rows"] if r["method"] == "best_of_n")
-    assert bon["kl"] == pytest.approx(0.6931 - 0.5, abs=1e-4)  # log 2 - 1/2
+    assert bon["kl_bound"] == pytest.approx(0.6931 - 0.5, abs=1e-4)  # log 2 - 1/2
+    assert 0 <= bon["kl"] <= bon["kl_bound"]  # measured from the draws (tests/test_frontier.py: by brute force)
     ppo2 = next(r for r in saved["rows"] if r["setting"] == "it=2" and r["method"] == "ppo")
     ppo1 = next(r for r in saved["rows"] if r["setting"] == "it=1" and r["method"] == "ppo")
     assert ppo2["train_s"] > ppo1["train_s"] > 0
@@ -61,6 +62,62 @@ def test_a_critic_free_run_builds_and_saves_no_value_model(tiny_lab):
         assert log[0]["first_ratio_mean"] == 1.0 and "explained_variance" not in log[0]
     ppo_log = json.loads((run / "ppo" / "ppo" / "log.jsonl").read_text().splitlines()[0])
     assert "explained_variance" in ppo_log
+
+
+def test_the_report_puts_every_kl_coefficient_in_one_unit(tiny_lab):
+    """PPO's beta weighs the KL against the normalised RM score g * (r - b); DPO's against the RM's own logits r.
+    In logit units PPO's is beta / g; Dr. GRPO's baseline shrinks the score's weight by (k - 1)/k."""
+    out, results = tiny_lab
+    coef = results["kl_coefficients"]
+    gain = load_checkpoint(out / "rm" / "model.pt")["reward_gain"]
+    beta, k = train_ppo.Config.kl_coef, lab.Config.group_size
+    assert coef["rm_gain"] == pytest.approx(gain)
+    assert coef["ppo"]["in_logit_units"] == pytest.approx(beta / gain) == coef["rloo"]["in_logit_units"]
+    assert coef["dr_grpo"]["effective_vs_rm_score"] == pytest.approx(beta * k / (k - 1))
+    assert coef["dpo"]["in_logit_units"] == train_dpo.Config.beta
+    assert coef["dpo"]["effective_vs_rm_score"] == pytest.approx(train_dpo.Config.beta * gain)
+    assert "KL coefficients in one unit" in (out / "lab" / "report.txt").read_text()
+
+
+def test_every_methods_training_seconds_are_its_steps_alone(tiny_lab):
+    """One accounting for every method: the seconds of its training steps (PPO's and the critic-free ones'
+    rollout, advantages and update; DPO's steps and its one reference pass), summed from its first step, never
+    the evaluation, judging or logging between them."""
+    out, results = tiny_lab
+    run = out / "lab" / "runs"
+    rows = {(r["method"], r["setting"]): r for r in results["rows"]}
+    for method in ("ppo", "rloo", "grpo", "dr_grpo"):
+        log = [json.loads(line) for line in (run / method / "ppo" / "log.jsonl").read_text().splitlines()]
+        assert rows[(method, "it=2")]["train_s"] == pytest.approx(sum(r["iteration_s"] for r in log[:2]))
+        assert rows[(method, "it=1")]["train_s"] == pytest.approx(log[0]["iteration_s"])
+    log = [json.loads(line) for line in (run / "dpo" / "dpo" / "log.jsonl").read_text().splitlines()]
+    assert rows[("dpo", "step=2")]["train_s"] == pytest.approx(log[0]["reference_s"] + log[0]["step_s"]
+                                                               + log[1]["step_s"])
+    assert rows[("dpo", "step=2")]["train_s"] < log[1]["elapsed_s"]  # the wall clock includes loading and evaluation
+
+
+def test_ppo_iteration_seconds_leave_out_the_judges_scores(tiny_lab, tmp_path, monkeypatch):
+    """The clock jumps 100 s at every call of the judge: the 8 rollouts judged for each iteration's log would add
+    800 s to iteration_s if it counted them. It does not; the round's judged held-out responses go to round_s."""
+    import time
+
+    out, _ = tiny_lab
+    for stage in ("sft", "rm"):
+        shutil.copytree(out / stage, tmp_path / stage)
+    (tmp_path / "slow_judge.py").write_text("import time\n\ndef score(prompt, response):\n"
+                                           "    time.judge_calls = getattr(time, 'judge_calls', 0) + 1\n"
+                                           "    return len(response) / 100\n")
+    real = time.time
+    monkeypatch.setattr(time, "judge_calls", 0, raising=False)
+    monkeypatch.setattr(time, "time", lambda: real() + 100.0 * time.judge_calls)
+    cfg = parse_config(train_ppo.Config, ["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--report=False",
+                                          f"--judge={tmp_path / 'slow_judge.py'}:score", "--few_shot=0"],
+                       train_ppo.PRESETS)
+    train_ppo.main(cfg)
+    log = [json.loads(line) for line in (tmp_path / "ppo" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all("gold_score" in r for r in log) and time.judge_calls >= 16
+    assert all(r["iteration_s"] < 100 for r in log)
+    assert log[1]["round_s"] >= 100 and "round_s" not in log[0]
 
 
 def test_the_lab_repeats_its_numbers_on_a_second_run(tiny_lab, tmp_path):

@@ -74,3 +74,29 @@ def test_compile_is_off_on_cpu_unless_asked(script):
         assert maybe_compile(model, cfg.compile, cpu(torch.float32)) is model
     cfg = parse_config(script.Config, ["--compile=True"], script.PRESETS)
     assert maybe_compile(model, cfg.compile, cpu(torch.float32))._orig_mod is model  # lazy: nothing compiled yet
+
+
+def test_the_scalar_head_scores_in_fp32_under_bf16_autocast():
+    """GRPO divides by its group's std: bf16 output rounding (steps of 2^-7 near 1) between near-equal rewards would
+    become full-size advantages. The reward is projected in fp32: the head's output equals the fp32 projection of
+    the (bf16-computed) final hidden state, and keeps differences far below bf16's resolution."""
+    from minigpt_rlhf.model import swap_unembedding
+    from minigpt_rlhf.ppo import grpo_advantages
+
+    torch.manual_seed(0)
+    rm = swap_unembedding(tiny()).eval()
+    with torch.no_grad():
+        rm.lm_head.bias.fill_(1.0)  # rewards near 1, where bf16's step is 2^-7
+        rm.lm_head.weight.mul_(1e-3)  # and within a bf16 step of each other
+    x = torch.randint(0, 64, (4, 16))
+    hidden = {}
+    rm.transformer.ln_f.register_forward_hook(lambda m, i, out: hidden.setdefault("x", out))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = rm(x)[:, -1]  # (4,)
+    assert scores.dtype == torch.float32
+    expected = hidden["x"][:, -1].float() @ rm.lm_head.weight[0].float() + rm.lm_head.bias.float()
+    torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
+    spread = float(scores.max() - scores.min())
+    assert 0 < spread < 2 ** -7  # distinct in fp32; bf16 would have rounded them to one or two values
+    # GRPO then sees the real (small) differences, not rounding steps: its advantages are those of fp32 scores
+    torch.testing.assert_close(grpo_advantages(scores, 4), grpo_advantages(expected, 4), atol=1e-3, rtol=0)
