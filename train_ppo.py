@@ -28,7 +28,7 @@ Departures from the paper: tiny scale; several PPO epochs per batch (as lm-human
 paper used 1); the ptx coefficient defaults to 0 (plain PPO), chosen by measurement rather than the
 paper's 27.8, which multiplies a loss over far more pretraining tokens per step than RL tokens: SFT already
 mixes the corpus loss into its steps, so plain PPO's corpus loss rises little, and PPO-ptx's win rate lies
-within plain PPO's interval (docs/defaults.md, "PPO-ptx").
+within plain PPO's interval (docs/defaults_archive.md, "PPO-ptx").
 Writes out/ppo/model.pt, out/ppo/log.jsonl, out/ppo/eval.json (PPO compared on held-out prompts with SFT, with
 SFT at its best temperature, the sharpening control, with the base model prompted few-shot and with its own
 first round, by RM score and KL, and with a judge, minigpt_rlhf/judge.py, the world's gold labeler by default,

@@ -186,7 +186,7 @@ def end_of_epoch(rm, tok, val, rt, best: dict, epoch: int, log, step: int) -> tu
     val_loss = heldout_loss(rm, tok, val, rt)
     rm.train()
     log.log(step=step, epoch=epoch, val_loss=val_loss)
-    print0(f"epoch {epoch}: held-out ranking loss {val_loss:.4f}")
+    print0(f"epoch {epoch}: validation ranking loss {val_loss:.4f}")
     if not val_loss < best["loss"]:
         return best, True
     weights = {k: v.detach().clone() for k, v in rm.state_dict().items()}
@@ -194,7 +194,8 @@ def end_of_epoch(rm, tok, val, rt, best: dict, epoch: int, log, step: int) -> tu
 
 
 def report(config: Config, rm, tok, rt, train, val, judge, temperature, t0: float, **extra) -> dict:
-    """The RM on held-out prompts: accuracy vs the labels, and vs the judge if there is one; printed, and
+    """The RM on its validation prompts (held out of training; early stopping chose the epoch on them, so they are
+    not an untouched test set): accuracy vs the labels, and vs the judge if there is one; printed, and
     written to out/rm/eval.json with `extra` (normalisation, timings)."""
     result = rm_report(val, rm_rewards(rm, tok, val, rt), judge, temperature, config.target_agreement,
                        np.random.default_rng(config.seed + 1))
@@ -203,7 +204,8 @@ def report(config: Config, rm, tok, rt, train, val, judge, temperature, t0: floa
                   **extra, wall_time_s=time.time() - t0, config=asdict(config))
     if rt.master:
         print(format_rm_report(result))
-        print(f"{len(train)} train / {len(val)} held-out prompts; wall time {result['wall_time_s']:.0f}s")
+        print(f"{len(train)} train / {len(val)} validation prompts (they chose the epoch); "
+              f"wall time {result['wall_time_s']:.0f}s")
         write_json(os.path.join(config.out_dir, "rm", "eval.json"), result)
     return result
 

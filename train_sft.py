@@ -14,7 +14,7 @@ Departures from the paper (Ouyang et al. 2022, appendix C.1): the paper trains 1
 dropout 0.2 and picks the final SFT model by reward-model score on a validation set; we train a fixed
 number of steps (a few epochs of our small data) and keep the last model, since the RM does not exist yet;
 and each SFT step also takes a next-token loss on a few corpus windows (--corpus_mix, weight 0.25), without
-which this small model forgets its corpus (docs/defaults.md, "SFT: keeping the language model", measures it).
+which this small model forgets its corpus (docs/defaults_archive.md, "SFT: keeping the language model", measures it).
 Writes out/base/model.pt, out/sft/model.pt, out/sft/log.jsonl and out/sft/eval.json (validation loss and
 sample responses; with a judge, minigpt_rlhf/judge.py, their judge scores).
 """
@@ -82,7 +82,7 @@ class Config:
     pretrain_batch_size: int = 16  # sequences of block_size tokens per step
     pretrain_lr: float = 2e-3  # peak learning rate for pretraining
     # supervised fine-tuning
-    sft_steps: int = 1200  # optimizer steps of SFT (~10 epochs; docs/defaults.md has the sweep)
+    sft_steps: int = 1200  # optimizer steps of SFT (~10 epochs; docs/defaults_archive.md has the sweep)
     batch_size: int = 32  # demonstrations per optimizer step (over all ranks and micro-steps)
     group_by_length: bool = True  # batch demonstrations of similar length: less padding, same epochs
     corpus_mix: float = 0.25  # weight of a next-token loss on corpus windows added to each SFT step (0 = paper)

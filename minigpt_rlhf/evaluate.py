@@ -428,7 +428,7 @@ def format_rm_report(result: dict) -> str:
         rows += [[f"accuracy vs {what} order", result["accuracy_vs_gold"]],
                  ["two-labeler agreement", result["labeler_agreement"]],
                  [f"Spearman(RM reward, {what})", result["spearman_vs_gold"]]]
-    return format_table(["held-out metric", "value"], rows)
+    return format_table(["validation metric", "value"], rows)
 
 
 # ----------------------------------------------------------------------------------------------------
