@@ -74,6 +74,20 @@ def test_rlhf_rounds_under_torchrun_hold_the_same_comparisons_and_rm_on_every_ra
         assert all(torch.equal(held[0]["rm"][k], held[1]["rm"][k]) for k in held[0]["rm"])
 
 
+def test_a_critic_free_estimator_with_rounds_under_torchrun_agrees_on_every_rank(tmp_path):
+    """--estimator=grpo over two rounds on two processes: groups of the same prompt on each rank, no value model,
+    and the round's comparisons and RM the same on both."""
+    torchrun(f"--out_dir={tmp_path}", "--estimator=grpo", "--group_size=2", "--rounds=2", "--iterations=2",
+             script="tests/rounds_on_every_rank.py")
+    assert [r["round"] for r in ppo_log(tmp_path) if "round" in r] == [2]
+    import torch
+
+    held = [torch.load(tmp_path / f"rank{r}_round2.pt", weights_only=True) for r in (0, 1)]
+    assert held[0]["comparisons"] == held[1]["comparisons"]
+    assert all(torch.equal(held[0]["rm"][k], held[1]["rm"][k]) for k in held[0]["rm"])
+    assert "value_model" not in torch.load(tmp_path / "ppo" / "model.pt", weights_only=True)
+
+
 def test_dpo_on_two_processes_takes_the_steps_of_one(tmp_path):
     """train_dpo.py under torchrun: each rank takes whole prompts of a step and the gradients are averaged, so two
     processes end with the weights of one (float rounding aside), and rank 0 alone writes and reports."""
