@@ -7,10 +7,11 @@ by the gold labeler: what a policy that re-ranks SFT's samples reaches with this
 For each held-out evaluation prompt, the SFT model samples n responses at the evaluation temperature. The
 "policy" best-of-k answers with the one of the first k samples that the RM scores highest (a response without
 EOS gets train_ppo's no-EOS penalty), or, as an upper bound, the one the gold labeler scores highest. Each
-is judged against the same SFT sample train_ppo.py's final evaluation uses (seed 1), with the same win rate
-(ties count 1/2). Best-of-n is the policy that the KL-regularised RL objective approximates at a KL of about
-log n - (n - 1) / n nats (Stiennon et al. 2020, appendix; Gao et al. 2022), so if the RM's best-of-n stalls,
-PPO against that RM stalls too.
+is judged against one SFT sample of its prompt (seed 1; one sample per prompt, where train_ppo.py's report takes
+four), with the same win rate (ties count 1/2). Best-of-n is the policy that the KL-regularised RL objective
+approximates, at a KL of at most log n - (n - 1) / n nats (Stiennon et al. 2020, appendix; Beirami et al. 2024:
+a bound, reached only when no response repeats; lab.py measures it), so if the RM's best-of-n stalls, PPO
+against that RM stalls too.
 """
 
 from __future__ import annotations

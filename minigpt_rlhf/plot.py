@@ -96,7 +96,7 @@ def plot_run(config: Config) -> str:
             ax.plot(log["step"][steps], moving_average(log["accuracy"][steps], k), label="training pair accuracy")
             if "val_loss" in log:
                 epochs = ~np.isnan(log["val_loss"])
-                ax.plot(log["step"][epochs], log["val_loss"][epochs], "o-", ms=3, label="held-out loss (per epoch)")
+                ax.plot(log["step"][epochs], log["val_loss"][epochs], "o-", ms=3, label="validation loss (per epoch)")
             ax.set(xlabel="optimizer step", title="reward model")
         elif panel == "reward":
             log = logs["ppo"]
