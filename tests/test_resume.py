@@ -113,6 +113,9 @@ def test_rm_resumes_exactly(straight, tmp_path):
 def test_ppo_resumes_exactly(straight, tmp_path):
     copy_stage(straight, tmp_path, "base", "sft", "rm")
     assert run(train_ppo, tmp_path, "--iterations=4", "--stop_at=2")["iterations_done"] == 2
+    # the result checkpoint of a stopped run holds what a finished one holds: the policy and the value model
+    stopped = torch.load(tmp_path / "ppo" / "model.pt", weights_only=True)
+    assert {"model", "value_model"} <= stopped.keys() and not {"kl_ctl", "reward_model", "optimizer"} & stopped.keys()
     state = torch.load(resume_path(tmp_path, "ppo"), weights_only=True)  # plain tensors and primitives only
     assert state["step"] == 2 and {"value_model", "optimizer", "kl_ctl", "rng"} <= state.keys()
     run(train_ppo, tmp_path, "--iterations=4", "--resume=True")

@@ -120,6 +120,19 @@ def test_normalisation_gives_demonstrations_mean_zero_and_samples_unit_std(tok):
     torch.testing.assert_close(s2, (s - d.mean()) / s.std(), atol=1e-4, rtol=0)
 
 
+def test_the_gain_is_set_on_a_seeded_random_sample_of_comparisons_not_the_first_lines():
+    """A comparisons file may be sorted (the world's by task family): the 200 whose responses set the unit-std gain
+    are drawn at random with the run's seed, in file order."""
+    from minigpt_rlhf.reward import gain_samples
+
+    rows = [{"prompt": f"p{i}", "family": ["a", "b", "c"][i // 200]} for i in range(600)]
+    picked = gain_samples(rows, seed=1337)
+    assert len(picked) == 200 and picked == gain_samples(rows, seed=1337)
+    assert picked != rows[:200] and {r["family"] for r in picked} == {"a", "b", "c"}
+    assert [int(r["prompt"][1:]) for r in picked] == sorted(int(r["prompt"][1:]) for r in picked)
+    assert gain_samples(rows, seed=1) != picked and gain_samples(rows[:150], seed=1337) == rows[:150]
+
+
 def test_a_degenerate_reward_model_is_a_clear_error_not_a_huge_gain(tok):
     """An RM whose rewards barely differ over the samples would get a gain of 1/std: its rounding would become
     full-size rewards. Refused, and the head is left as it was."""
