@@ -35,7 +35,7 @@ FIGURES = [
     ("gold score, PPO", "ppo", "gold_score_ppo"),
     ("SFT's best temperature", "ppo", "sft_best_temperature"),
     ("KL(PPO || SFT), nats", "ppo", "kl_from_sft"),
-    ("RM accuracy vs gold (held out)", "rm", "accuracy_vs_gold"),
+    ("RM accuracy vs gold (validation)", "rm", "accuracy_vs_gold"),
     ("rollouts' gold, last iterations - first", "log", "gold_rise"),
     ("corpus loss, SFT / base", "sft", "corpus_loss_ratio"),
     ("wall time of the pipeline, s", "ppo", "wall_time_s"),
