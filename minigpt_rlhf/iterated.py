@@ -27,7 +27,7 @@ import torch
 from .common import check_ranks_agree, print0
 from .comparisons import CollectSettings, collect_comparisons
 from .evaluate import rm_report
-from .judge import Scorer
+from .judge import Scorer, is_world_prompt
 from .reward import gain_samples, normalize, rm_rewards, train_more
 
 RECORD_VERSION = 1
@@ -82,7 +82,7 @@ class IteratedRLHF:
             self.temperature = inputs.temperature
             prompts = [c["prompt"] for c in inputs.val]
             # the world's gold labeler knows only world prompts: gold accuracy only where it can score them
-            self.judge = judge if judge is None or judge.name != "world" or _all_world(prompts) else None
+            self.judge = judge if judge is None or judge.name != "world" or all(map(is_world_prompt, prompts)) else None
 
     def state(self, rm) -> dict:
         """What resuming needs: the RM as the rounds so far left it, their comparisons, the labeler temperature,
@@ -143,8 +143,3 @@ class IteratedRLHF:
                            if k.startswith("rm_accuracy")))
         return rm.eval().requires_grad_(False), stats
 
-
-def _all_world(prompts) -> bool:
-    from .judge import is_world_prompt
-
-    return all(is_world_prompt(p) for p in prompts)
